@@ -1,0 +1,261 @@
+//! The contract between the XDP program and userspace: map names, key and value
+//! layouts, counter indices and the ABI version.
+//!
+//! Nothing else crosses the kernel/user boundary. Every type here is `#[repr(C)]`
+//! with explicit padding so both sides agree byte for byte; with the `user`
+//! feature they implement `aya::Pod`. Changing any layout or meaning here means
+//! bumping [`ABI_VERSION`].
+#![cfg_attr(not(test), no_std)]
+
+/// Bumped whenever a map's layout or meaning changes. Userspace refuses to adopt
+/// pinned maps written under another version.
+pub const ABI_VERSION: u32 = 1;
+
+/// One bit per named address set. The policy compiler rejects more sets than this.
+pub type SetMask = u64;
+/// How many sets a policy can name: the bits of [`SetMask`].
+pub const MAX_SETS: usize = SetMask::BITS as usize;
+
+/// Number of policy slots. Userspace fills the inactive slot, then flips
+/// [`Control::state`]; a packet sees one whole policy or the other.
+pub const SLOTS: u32 = 2;
+/// Entries per protocol port array: one per port and slot (`slot << 16 | port`).
+pub const PORT_ENTRIES: u32 = SLOTS * 65_536;
+/// Capacity of each LPM trie (one per family and slot). LPM tries allocate per
+/// node on insert, so a large bound costs nothing until it is used.
+pub const LPM_MAX_ENTRIES: u32 = 1 << 20;
+/// How many IPv6 extension headers the program walks before it gives up and
+/// treats the packet as evasive.
+pub const MAX_IPV6_EXT_HEADERS: u32 = 8;
+
+/// Map names as they appear in the object file and under the pin directory.
+pub mod maps {
+    pub const CONTROL: &str = "XDPGATE_CONTROL";
+    pub const SLOT_OPTIONS: &str = "XDPGATE_SLOT_OPTIONS";
+    pub const TCP_PORTS: &str = "XDPGATE_TCP_PORTS";
+    pub const UDP_PORTS: &str = "XDPGATE_UDP_PORTS";
+    pub const V4_SLOT0: &str = "XDPGATE_V4_SLOT0";
+    pub const V4_SLOT1: &str = "XDPGATE_V4_SLOT1";
+    pub const V6_SLOT0: &str = "XDPGATE_V6_SLOT0";
+    pub const V6_SLOT1: &str = "XDPGATE_V6_SLOT1";
+    pub const COUNTERS: &str = "XDPGATE_COUNTERS";
+    /// Name of the XDP program function in the object.
+    pub const PROGRAM: &str = "xdpgate";
+}
+
+/// [`Control::state`] bit: a complete policy has been written. Until it is set
+/// the program passes every packet.
+pub const STATE_ARMED: u32 = 1 << 0;
+/// [`Control::state`] bit: which slot is active (clear = 0, set = 1). It sits in
+/// the same byte as [`STATE_ARMED`], so however the kernel copies a map value,
+/// a reader never sees the two half-updated.
+pub const STATE_SLOT1: u32 = 1 << 1;
+
+/// The single entry of the control array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Control {
+    /// [`STATE_ARMED`] | [`STATE_SLOT1`]; the only field the program reads.
+    pub state: u32,
+    /// [`ABI_VERSION`] of the userspace that wrote the policy.
+    pub abi_version: u32,
+    /// Incremented on every policy swap, for `status` and metrics.
+    pub generation: u64,
+}
+
+impl Control {
+    pub const fn armed(&self) -> bool {
+        self.state & STATE_ARMED != 0
+    }
+    pub const fn active_slot(&self) -> u32 {
+        if self.state & STATE_SLOT1 != 0 {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+/// [`SlotOptions::flags`] bit: drop every TCP segment (not just SYNs) from
+/// non-members to bound ports.
+pub const OPT_STRICT: u32 = 1 << 0;
+
+/// Per-slot policy options, the part of a policy that is not a port or a prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotOptions {
+    /// Sets whose members are dropped on every port.
+    pub deny_mask: SetMask,
+    /// Union of the sets bound to any port: membership here lets a packet whose
+    /// transport header cannot be judged pass instead of being dropped as evasive.
+    pub allow_mask: SetMask,
+    /// [`OPT_STRICT`].
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// Key data of the IPv4 tries (the prefix length precedes it in the LPM key).
+pub type V4KeyData = [u8; 4];
+/// Key data of the IPv6 tries.
+pub type V6KeyData = [u8; 16];
+
+/// Address family of a counted packet.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    Ipv4 = 0,
+    Ipv6 = 1,
+    /// Frames that are not IP (ARP, LLDP, ...).
+    Other = 2,
+}
+
+impl Family {
+    pub const ALL: [Family; 3] = [Family::Ipv4, Family::Ipv6, Family::Other];
+    pub const COUNT: u32 = 3;
+    pub const fn label(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+            Family::Other => "other",
+        }
+    }
+}
+
+/// Why a packet got its verdict. Each reason is either a pass or a drop.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reason {
+    /// Not an IP frame (ARP, LLDP, unknown ethertype).
+    PassNotIp = 0,
+    /// No policy written yet (the filter is not armed).
+    PassUnarmed = 1,
+    /// Destination port has no binding.
+    PassUnboundPort = 2,
+    /// Source is in one of the sets bound to the port (or, for a packet that
+    /// cannot be judged, in any allow set).
+    PassMember = 3,
+    /// TCP segment that is not a connection attempt (and strict mode is off).
+    PassNotSyn = 4,
+    /// Non-first fragment: it carries no transport header.
+    PassFragment = 5,
+    /// The IP header itself is truncated; the kernel's own checks discard it.
+    PassUnparsed = 6,
+    /// Transport protocol other than TCP and UDP (ICMP, ESP, ...).
+    PassOtherProtocol = 7,
+    /// TCP connection attempt to a bound port from a non-member.
+    DropNotMemberTcp = 8,
+    /// UDP datagram to a bound port from a non-member.
+    DropNotMemberUdp = 9,
+    /// Source is in a deny set.
+    DropDeny = 10,
+    /// The transport header cannot be located or read far enough to judge the
+    /// packet, and the source is in no allow set.
+    DropEvasive = 11,
+}
+
+impl Reason {
+    pub const COUNT: u32 = 12;
+    pub const ALL: [Reason; 12] = [
+        Reason::PassNotIp,
+        Reason::PassUnarmed,
+        Reason::PassUnboundPort,
+        Reason::PassMember,
+        Reason::PassNotSyn,
+        Reason::PassFragment,
+        Reason::PassUnparsed,
+        Reason::PassOtherProtocol,
+        Reason::DropNotMemberTcp,
+        Reason::DropNotMemberUdp,
+        Reason::DropDeny,
+        Reason::DropEvasive,
+    ];
+
+    pub const fn is_drop(self) -> bool {
+        (self as u32) >= Reason::DropNotMemberTcp as u32
+    }
+
+    /// `pass` or `drop`, the `action` label of the metrics.
+    pub const fn action(self) -> &'static str {
+        if self.is_drop() {
+            "drop"
+        } else {
+            "pass"
+        }
+    }
+
+    /// Stable snake_case name, the `reason` label of the metrics.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Reason::PassNotIp => "not_ip",
+            Reason::PassUnarmed => "unarmed",
+            Reason::PassUnboundPort => "unbound_port",
+            Reason::PassMember => "member",
+            Reason::PassNotSyn => "not_syn",
+            Reason::PassFragment => "fragment",
+            Reason::PassUnparsed => "unparsed",
+            Reason::PassOtherProtocol => "other_protocol",
+            Reason::DropNotMemberTcp => "not_member_tcp",
+            Reason::DropNotMemberUdp => "not_member_udp",
+            Reason::DropDeny => "deny",
+            Reason::DropEvasive => "evasive",
+        }
+    }
+}
+
+/// Entries in the counter array: one per (reason, family).
+pub const COUNTER_ENTRIES: u32 = Reason::COUNT * Family::COUNT;
+
+/// Index of a (reason, family) pair in the counter array.
+#[inline(always)]
+pub const fn counter_index(reason: Reason, family: Family) -> u32 {
+    reason as u32 * Family::COUNT + family as u32
+}
+
+/// One per-CPU counter cell.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C), made of integers, with explicit padding.
+    unsafe impl aya::Pod for super::Control {}
+    unsafe impl aya::Pod for super::SlotOptions {}
+    unsafe impl aya::Pod for super::Counter {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_indices_are_dense_and_distinct() {
+        let mut seen = [false; COUNTER_ENTRIES as usize];
+        for reason in Reason::ALL {
+            for family in Family::ALL {
+                let i = counter_index(reason, family) as usize;
+                assert!(!seen[i], "{reason:?}/{family:?} collides");
+                seen[i] = true;
+            }
+        }
+        assert!(seen.iter().all(|s| *s));
+    }
+
+    #[test]
+    fn reason_order_matches_discriminants() {
+        for (i, reason) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, i);
+        }
+        assert_eq!(Reason::ALL.iter().filter(|r| r.is_drop()).count(), 4);
+    }
+
+    #[test]
+    fn layouts_are_stable() {
+        assert_eq!(core::mem::size_of::<Control>(), 16);
+        assert_eq!(core::mem::size_of::<SlotOptions>(), 24);
+        assert_eq!(core::mem::size_of::<Counter>(), 16);
+    }
+}
