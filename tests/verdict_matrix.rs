@@ -24,10 +24,16 @@ const DENIED_V6: &str = "2001:db8:bad::7";
 fn spec(strict: bool) -> PolicySpec {
     let nets = |list: &[&str]| list.iter().map(|s| s.parse().unwrap()).collect();
     let mut sets = BTreeMap::new();
-    sets.insert("cloudflare".into(), nets(&["198.41.128.0/17", "2606:4700::/32"]));
+    sets.insert(
+        "cloudflare".into(),
+        nets(&["198.41.128.0/17", "2606:4700::/32"]),
+    );
     sets.insert("admins".into(), nets(&["203.0.113.0/24"]));
     sets.insert("nodes".into(), nets(&["10.0.0.0/24", "fd00::/64"]));
-    sets.insert("abusers".into(), nets(&["198.51.100.0/24", "2001:db8:bad::/48"]));
+    sets.insert(
+        "abusers".into(),
+        nets(&["198.51.100.0/24", "2001:db8:bad::/48"]),
+    );
     let ports = |p: &[u16]| p.iter().map(|p| PortRange::single(*p)).collect();
     PolicySpec {
         sets,
@@ -81,7 +87,11 @@ fn run_cases(harness: &mut Harness, cases: Vec<Case>) {
     let total = cases.len();
     for case in cases {
         let outcome = harness.run(&case.frame);
-        let want = (case.action, (case.reason, case.family), case.frame.len() as u64);
+        let want = (
+            case.action,
+            (case.reason, case.family),
+            case.frame.len() as u64,
+        );
         let got = (outcome.action, outcome.counted, outcome.bytes);
         if want != got {
             failures.push(format!("  {}: want {want:?}, got {got:?}", case.name));
@@ -105,95 +115,565 @@ fn syn(src: &str, port: u16) -> Packet {
 fn shape_cases() -> Vec<Case> {
     let mut c = vec![
         // Members and non-members, both families.
-        case("v4 member SYN :443", syn(CLOUDFLARE_V4, 443).build(), PassMember, V4),
-        case("v4 non-member SYN :443", syn(OUTSIDER_V4, 443).build(), DropNotMemberTcp, V4),
-        case("v6 member SYN :443", syn(CLOUDFLARE_V6, 443).build(), PassMember, V6),
-        case("v6 non-member SYN :443", syn(OUTSIDER_V6, 443).build(), DropNotMemberTcp, V6),
-        case("v4 admin SYN :22", syn(ADMIN_V4, 22).build(), PassMember, V4),
-        case("v4 cloudflare SYN :22 (other set)", syn(CLOUDFLARE_V4, 22).build(), DropNotMemberTcp, V4),
-        case("v4 node SYN :6443", syn(NODE_V4, 6443).build(), PassMember, V4),
-        case("v6 node SYN :6443", syn(NODE_V6, 6443).build(), PassMember, V6),
+        case(
+            "v4 member SYN :443",
+            syn(CLOUDFLARE_V4, 443).build(),
+            PassMember,
+            V4,
+        ),
+        case(
+            "v4 non-member SYN :443",
+            syn(OUTSIDER_V4, 443).build(),
+            DropNotMemberTcp,
+            V4,
+        ),
+        case(
+            "v6 member SYN :443",
+            syn(CLOUDFLARE_V6, 443).build(),
+            PassMember,
+            V6,
+        ),
+        case(
+            "v6 non-member SYN :443",
+            syn(OUTSIDER_V6, 443).build(),
+            DropNotMemberTcp,
+            V6,
+        ),
+        case(
+            "v4 admin SYN :22",
+            syn(ADMIN_V4, 22).build(),
+            PassMember,
+            V4,
+        ),
+        case(
+            "v4 cloudflare SYN :22 (other set)",
+            syn(CLOUDFLARE_V4, 22).build(),
+            DropNotMemberTcp,
+            V4,
+        ),
+        case(
+            "v4 node SYN :6443",
+            syn(NODE_V4, 6443).build(),
+            PassMember,
+            V4,
+        ),
+        case(
+            "v6 node SYN :6443",
+            syn(NODE_V6, 6443).build(),
+            PassMember,
+            V6,
+        ),
         // Not connection attempts: the kernel answers these itself.
-        case("v4 non-member SYN+ACK", Packet::tcp(OUTSIDER_V4, 443, Flags::SynAck).build(), PassNotSyn, V4),
-        case("v4 non-member ACK", Packet::tcp(OUTSIDER_V4, 443, Flags::Ack).build(), PassNotSyn, V4),
-        case("v4 non-member RST", Packet::tcp(OUTSIDER_V4, 443, Flags::Rst).build(), PassNotSyn, V4),
-        case("v4 non-member FIN", Packet::tcp(OUTSIDER_V4, 443, Flags::Fin).build(), PassNotSyn, V4),
-        case("v6 non-member ACK", Packet::tcp(OUTSIDER_V6, 443, Flags::Ack).build(), PassNotSyn, V6),
+        case(
+            "v4 non-member SYN+ACK",
+            Packet::tcp(OUTSIDER_V4, 443, Flags::SynAck).build(),
+            PassNotSyn,
+            V4,
+        ),
+        case(
+            "v4 non-member ACK",
+            Packet::tcp(OUTSIDER_V4, 443, Flags::Ack).build(),
+            PassNotSyn,
+            V4,
+        ),
+        case(
+            "v4 non-member RST",
+            Packet::tcp(OUTSIDER_V4, 443, Flags::Rst).build(),
+            PassNotSyn,
+            V4,
+        ),
+        case(
+            "v4 non-member FIN",
+            Packet::tcp(OUTSIDER_V4, 443, Flags::Fin).build(),
+            PassNotSyn,
+            V4,
+        ),
+        case(
+            "v6 non-member ACK",
+            Packet::tcp(OUTSIDER_V6, 443, Flags::Ack).build(),
+            PassNotSyn,
+            V6,
+        ),
         // SYN variants.
-        case("v4 non-member SYN+ECE+CWR", Packet::tcp(OUTSIDER_V4, 443, Flags::SynEceCwr).build(), DropNotMemberTcp, V4),
-        case("v4 member SYN+ECE+CWR", Packet::tcp(CLOUDFLARE_V4, 443, Flags::SynEceCwr).build(), PassMember, V4),
-        case("v4 non-member SYN with payload", syn(OUTSIDER_V4, 443).payload(512).build(), DropNotMemberTcp, V4),
-        case("v6 non-member SYN with payload", syn(OUTSIDER_V6, 443).payload(100).build(), DropNotMemberTcp, V6),
+        case(
+            "v4 non-member SYN+ECE+CWR",
+            Packet::tcp(OUTSIDER_V4, 443, Flags::SynEceCwr).build(),
+            DropNotMemberTcp,
+            V4,
+        ),
+        case(
+            "v4 member SYN+ECE+CWR",
+            Packet::tcp(CLOUDFLARE_V4, 443, Flags::SynEceCwr).build(),
+            PassMember,
+            V4,
+        ),
+        case(
+            "v4 non-member SYN with payload",
+            syn(OUTSIDER_V4, 443).payload(512).build(),
+            DropNotMemberTcp,
+            V4,
+        ),
+        case(
+            "v6 non-member SYN with payload",
+            syn(OUTSIDER_V6, 443).payload(100).build(),
+            DropNotMemberTcp,
+            V6,
+        ),
         // VLAN tags.
-        case("802.1Q non-member SYN", syn(OUTSIDER_V4, 443).vlans(&[0x8100]).build(), DropNotMemberTcp, V4),
-        case("802.1ad member SYN", syn(CLOUDFLARE_V4, 443).vlans(&[0x88a8]).build(), PassMember, V4),
-        case("802.1ad+802.1Q non-member SYN", syn(OUTSIDER_V4, 443).vlans(&[0x88a8, 0x8100]).build(), DropNotMemberTcp, V4),
-        case("802.1Q+802.1Q v6 non-member SYN", syn(OUTSIDER_V6, 443).vlans(&[0x8100, 0x8100]).build(), DropNotMemberTcp, V6),
-        case("802.1ad+802.1Q v6 member SYN", syn(CLOUDFLARE_V6, 443).vlans(&[0x88a8, 0x8100]).build(), PassMember, V6),
-        case("three VLAN tags are not parsed", syn(OUTSIDER_V4, 443).vlans(&[0x88a8, 0x8100, 0x8100]).build(), PassNotIp, Other),
+        case(
+            "802.1Q non-member SYN",
+            syn(OUTSIDER_V4, 443).vlans(&[0x8100]).build(),
+            DropNotMemberTcp,
+            V4,
+        ),
+        case(
+            "802.1ad member SYN",
+            syn(CLOUDFLARE_V4, 443).vlans(&[0x88a8]).build(),
+            PassMember,
+            V4,
+        ),
+        case(
+            "802.1ad+802.1Q non-member SYN",
+            syn(OUTSIDER_V4, 443).vlans(&[0x88a8, 0x8100]).build(),
+            DropNotMemberTcp,
+            V4,
+        ),
+        case(
+            "802.1Q+802.1Q v6 non-member SYN",
+            syn(OUTSIDER_V6, 443).vlans(&[0x8100, 0x8100]).build(),
+            DropNotMemberTcp,
+            V6,
+        ),
+        case(
+            "802.1ad+802.1Q v6 member SYN",
+            syn(CLOUDFLARE_V6, 443).vlans(&[0x88a8, 0x8100]).build(),
+            PassMember,
+            V6,
+        ),
+        case(
+            "three VLAN tags are not parsed",
+            syn(OUTSIDER_V4, 443)
+                .vlans(&[0x88a8, 0x8100, 0x8100])
+                .build(),
+            PassNotIp,
+            Other,
+        ),
         // IPv4 options and header length.
-        case("IHL 6 non-member SYN", syn(OUTSIDER_V4, 443).ipv4_options(1).build(), DropNotMemberTcp, V4),
-        case("IHL 10 non-member SYN", syn(OUTSIDER_V4, 443).ipv4_options(5).build(), DropNotMemberTcp, V4),
-        case("IHL 15 non-member SYN", syn(OUTSIDER_V4, 443).ipv4_options(10).build(), DropNotMemberTcp, V4),
-        case("IHL 15 member SYN", syn(CLOUDFLARE_V4, 443).ipv4_options(10).build(), PassMember, V4),
-        case("IHL 15 non-member SYN to unbound port", syn(OUTSIDER_V4, 8080).ipv4_options(10).build(), PassUnboundPort, V4),
-        case("IHL 4 (bad) non-member", with_ihl(syn(OUTSIDER_V4, 443).build(), 4), DropEvasive, V4),
-        case("IHL 0 (bad) non-member", with_ihl(syn(OUTSIDER_V4, 443).build(), 0), DropEvasive, V4),
-        case("IHL 4 (bad) member", with_ihl(syn(CLOUDFLARE_V4, 443).build(), 4), PassMember, V4),
+        case(
+            "IHL 6 non-member SYN",
+            syn(OUTSIDER_V4, 443).ipv4_options(1).build(),
+            DropNotMemberTcp,
+            V4,
+        ),
+        case(
+            "IHL 10 non-member SYN",
+            syn(OUTSIDER_V4, 443).ipv4_options(5).build(),
+            DropNotMemberTcp,
+            V4,
+        ),
+        case(
+            "IHL 15 non-member SYN",
+            syn(OUTSIDER_V4, 443).ipv4_options(10).build(),
+            DropNotMemberTcp,
+            V4,
+        ),
+        case(
+            "IHL 15 member SYN",
+            syn(CLOUDFLARE_V4, 443).ipv4_options(10).build(),
+            PassMember,
+            V4,
+        ),
+        case(
+            "IHL 15 non-member SYN to unbound port",
+            syn(OUTSIDER_V4, 8080).ipv4_options(10).build(),
+            PassUnboundPort,
+            V4,
+        ),
+        case(
+            "IHL 4 (bad) non-member",
+            with_ihl(syn(OUTSIDER_V4, 443).build(), 4),
+            DropEvasive,
+            V4,
+        ),
+        case(
+            "IHL 0 (bad) non-member",
+            with_ihl(syn(OUTSIDER_V4, 443).build(), 0),
+            DropEvasive,
+            V4,
+        ),
+        case(
+            "IHL 4 (bad) member",
+            with_ihl(syn(CLOUDFLARE_V4, 443).build(), 4),
+            PassMember,
+            V4,
+        ),
         // IPv6 extension headers.
-        case("v6 hop-by-hop non-member SYN", syn(OUTSIDER_V6, 443).exts(&[Ext::HopByHop]).build(), DropNotMemberTcp, V6),
-        case("v6 routing non-member SYN", syn(OUTSIDER_V6, 443).exts(&[Ext::Routing]).build(), DropNotMemberTcp, V6),
-        case("v6 destination options non-member SYN", syn(OUTSIDER_V6, 443).exts(&[Ext::DestOpts]).build(), DropNotMemberTcp, V6),
-        case("v6 AH non-member SYN", syn(OUTSIDER_V6, 443).exts(&[Ext::Auth]).build(), DropNotMemberTcp, V6),
-        case("v6 atomic fragment non-member SYN", syn(OUTSIDER_V6, 443).exts(&[Ext::Fragment { offset: 0, more: false }]).build(), DropNotMemberTcp, V6),
-        case("v6 chain of five non-member SYN", syn(OUTSIDER_V6, 443).exts(&[Ext::HopByHop, Ext::DestOpts, Ext::Routing, Ext::Auth, Ext::DestOpts]).build(), DropNotMemberTcp, V6),
-        case("v6 chain of five member SYN", syn(CLOUDFLARE_V6, 443).exts(&[Ext::HopByHop, Ext::DestOpts, Ext::Routing, Ext::Auth, Ext::DestOpts]).build(), PassMember, V6),
-        case("v6 chain at the walk bound (8) non-member SYN", syn(OUTSIDER_V6, 443).exts(&[Ext::DestOpts; 8]).build(), DropNotMemberTcp, V6),
-        case("v6 chain past the walk bound (9) non-member", syn(OUTSIDER_V6, 443).exts(&[Ext::DestOpts; 9]).build(), DropEvasive, V6),
-        case("v6 chain past the walk bound (9) member", syn(CLOUDFLARE_V6, 443).exts(&[Ext::DestOpts; 9]).build(), PassMember, V6),
-        case("v6 chain past the walk bound to unbound port", syn(OUTSIDER_V6, 8080).exts(&[Ext::DestOpts; 9]).build(), DropEvasive, V6),
+        case(
+            "v6 hop-by-hop non-member SYN",
+            syn(OUTSIDER_V6, 443).exts(&[Ext::HopByHop]).build(),
+            DropNotMemberTcp,
+            V6,
+        ),
+        case(
+            "v6 routing non-member SYN",
+            syn(OUTSIDER_V6, 443).exts(&[Ext::Routing]).build(),
+            DropNotMemberTcp,
+            V6,
+        ),
+        case(
+            "v6 destination options non-member SYN",
+            syn(OUTSIDER_V6, 443).exts(&[Ext::DestOpts]).build(),
+            DropNotMemberTcp,
+            V6,
+        ),
+        case(
+            "v6 AH non-member SYN",
+            syn(OUTSIDER_V6, 443).exts(&[Ext::Auth]).build(),
+            DropNotMemberTcp,
+            V6,
+        ),
+        case(
+            "v6 atomic fragment non-member SYN",
+            syn(OUTSIDER_V6, 443)
+                .exts(&[Ext::Fragment {
+                    offset: 0,
+                    more: false,
+                }])
+                .build(),
+            DropNotMemberTcp,
+            V6,
+        ),
+        case(
+            "v6 chain of five non-member SYN",
+            syn(OUTSIDER_V6, 443)
+                .exts(&[
+                    Ext::HopByHop,
+                    Ext::DestOpts,
+                    Ext::Routing,
+                    Ext::Auth,
+                    Ext::DestOpts,
+                ])
+                .build(),
+            DropNotMemberTcp,
+            V6,
+        ),
+        case(
+            "v6 chain of five member SYN",
+            syn(CLOUDFLARE_V6, 443)
+                .exts(&[
+                    Ext::HopByHop,
+                    Ext::DestOpts,
+                    Ext::Routing,
+                    Ext::Auth,
+                    Ext::DestOpts,
+                ])
+                .build(),
+            PassMember,
+            V6,
+        ),
+        case(
+            "v6 chain at the walk bound (8) non-member SYN",
+            syn(OUTSIDER_V6, 443).exts(&[Ext::DestOpts; 8]).build(),
+            DropNotMemberTcp,
+            V6,
+        ),
+        case(
+            "v6 chain past the walk bound (9) non-member",
+            syn(OUTSIDER_V6, 443).exts(&[Ext::DestOpts; 9]).build(),
+            DropEvasive,
+            V6,
+        ),
+        case(
+            "v6 chain past the walk bound (9) member",
+            syn(CLOUDFLARE_V6, 443).exts(&[Ext::DestOpts; 9]).build(),
+            PassMember,
+            V6,
+        ),
+        case(
+            "v6 chain past the walk bound to unbound port",
+            syn(OUTSIDER_V6, 8080).exts(&[Ext::DestOpts; 9]).build(),
+            DropEvasive,
+            V6,
+        ),
         // Fragments.
-        case("v4 first fragment non-member SYN", syn(OUTSIDER_V4, 443).payload(64).ipv4_fragment(0, true).build(), DropNotMemberTcp, V4),
-        case("v4 first fragment member SYN", syn(CLOUDFLARE_V4, 443).payload(64).ipv4_fragment(0, true).build(), PassMember, V4),
-        case("v4 later fragment", syn(OUTSIDER_V4, 443).ipv4_fragment(100, false).build(), PassFragment, V4),
-        case("v4 tiny first fragment (8 TCP bytes) non-member", syn(OUTSIDER_V4, 443).l4_truncated(8).ipv4_fragment(0, true).build(), DropEvasive, V4),
-        case("v4 tiny first fragment (13 TCP bytes, no flags) non-member", syn(OUTSIDER_V4, 443).l4_truncated(13).ipv4_fragment(0, true).build(), DropEvasive, V4),
-        case("v4 tiny first fragment member", syn(CLOUDFLARE_V4, 443).l4_truncated(8).ipv4_fragment(0, true).build(), PassMember, V4),
-        case("v4 TCP fragment at offset 8 bytes non-member", syn(OUTSIDER_V4, 443).l4_truncated(12).ipv4_fragment(1, false).build(), DropEvasive, V4),
-        case("v4 TCP fragment at offset 8 bytes member", syn(CLOUDFLARE_V4, 443).l4_truncated(12).ipv4_fragment(1, false).build(), PassMember, V4),
-        case("v4 UDP fragment at offset 8 bytes", Packet::udp(OUTSIDER_V4, 8472).payload(16).ipv4_fragment(1, false).build(), PassFragment, V4),
-        case("v6 first fragment non-member SYN", syn(OUTSIDER_V6, 443).payload(64).exts(&[Ext::Fragment { offset: 0, more: true }]).build(), DropNotMemberTcp, V6),
-        case("v6 later fragment", syn(OUTSIDER_V6, 443).exts(&[Ext::Fragment { offset: 50, more: true }]).build(), PassFragment, V6),
-        case("v6 tiny first fragment non-member", syn(OUTSIDER_V6, 443).l4_truncated(8).exts(&[Ext::Fragment { offset: 0, more: true }]).build(), DropEvasive, V6),
-        case("v6 first fragment without the TCP header non-member", syn(OUTSIDER_V6, 443).l4_truncated(0).exts(&[Ext::HopByHop, Ext::Fragment { offset: 0, more: true }]).build(), DropEvasive, V6),
-        case("v4 tiny UDP first fragment non-member", Packet::udp(OUTSIDER_V4, 8472).l4_truncated(3).ipv4_fragment(0, true).build(), DropEvasive, V4),
+        case(
+            "v4 first fragment non-member SYN",
+            syn(OUTSIDER_V4, 443)
+                .payload(64)
+                .ipv4_fragment(0, true)
+                .build(),
+            DropNotMemberTcp,
+            V4,
+        ),
+        case(
+            "v4 first fragment member SYN",
+            syn(CLOUDFLARE_V4, 443)
+                .payload(64)
+                .ipv4_fragment(0, true)
+                .build(),
+            PassMember,
+            V4,
+        ),
+        case(
+            "v4 later fragment",
+            syn(OUTSIDER_V4, 443).ipv4_fragment(100, false).build(),
+            PassFragment,
+            V4,
+        ),
+        case(
+            "v4 tiny first fragment (8 TCP bytes) non-member",
+            syn(OUTSIDER_V4, 443)
+                .l4_truncated(8)
+                .ipv4_fragment(0, true)
+                .build(),
+            DropEvasive,
+            V4,
+        ),
+        case(
+            "v4 tiny first fragment (13 TCP bytes, no flags) non-member",
+            syn(OUTSIDER_V4, 443)
+                .l4_truncated(13)
+                .ipv4_fragment(0, true)
+                .build(),
+            DropEvasive,
+            V4,
+        ),
+        case(
+            "v4 tiny first fragment member",
+            syn(CLOUDFLARE_V4, 443)
+                .l4_truncated(8)
+                .ipv4_fragment(0, true)
+                .build(),
+            PassMember,
+            V4,
+        ),
+        case(
+            "v4 TCP fragment at offset 8 bytes non-member",
+            syn(OUTSIDER_V4, 443)
+                .l4_truncated(12)
+                .ipv4_fragment(1, false)
+                .build(),
+            DropEvasive,
+            V4,
+        ),
+        case(
+            "v4 TCP fragment at offset 8 bytes member",
+            syn(CLOUDFLARE_V4, 443)
+                .l4_truncated(12)
+                .ipv4_fragment(1, false)
+                .build(),
+            PassMember,
+            V4,
+        ),
+        case(
+            "v4 UDP fragment at offset 8 bytes",
+            Packet::udp(OUTSIDER_V4, 8472)
+                .payload(16)
+                .ipv4_fragment(1, false)
+                .build(),
+            PassFragment,
+            V4,
+        ),
+        case(
+            "v6 first fragment non-member SYN",
+            syn(OUTSIDER_V6, 443)
+                .payload(64)
+                .exts(&[Ext::Fragment {
+                    offset: 0,
+                    more: true,
+                }])
+                .build(),
+            DropNotMemberTcp,
+            V6,
+        ),
+        case(
+            "v6 later fragment",
+            syn(OUTSIDER_V6, 443)
+                .exts(&[Ext::Fragment {
+                    offset: 50,
+                    more: true,
+                }])
+                .build(),
+            PassFragment,
+            V6,
+        ),
+        case(
+            "v6 tiny first fragment non-member",
+            syn(OUTSIDER_V6, 443)
+                .l4_truncated(8)
+                .exts(&[Ext::Fragment {
+                    offset: 0,
+                    more: true,
+                }])
+                .build(),
+            DropEvasive,
+            V6,
+        ),
+        case(
+            "v6 first fragment without the TCP header non-member",
+            syn(OUTSIDER_V6, 443)
+                .l4_truncated(0)
+                .exts(&[
+                    Ext::HopByHop,
+                    Ext::Fragment {
+                        offset: 0,
+                        more: true,
+                    },
+                ])
+                .build(),
+            DropEvasive,
+            V6,
+        ),
+        case(
+            "v4 tiny UDP first fragment non-member",
+            Packet::udp(OUTSIDER_V4, 8472)
+                .l4_truncated(3)
+                .ipv4_fragment(0, true)
+                .build(),
+            DropEvasive,
+            V4,
+        ),
         // UDP.
-        case("v4 UDP :8472 from a node", Packet::udp(NODE_V4, 8472).payload(50).build(), PassMember, V4),
-        case("v4 UDP :8472 from a non-member", Packet::udp(OUTSIDER_V4, 8472).payload(50).build(), DropNotMemberUdp, V4),
-        case("v6 UDP :8472 from a non-member", Packet::udp(OUTSIDER_V6, 8472).build(), DropNotMemberUdp, V6),
-        case("v6 UDP :8472 from a node", Packet::udp(NODE_V6, 8472).build(), PassMember, V6),
-        case("v4 UDP :53 (unbound) from a non-member", Packet::udp(OUTSIDER_V4, 53).build(), PassUnboundPort, V4),
-        case("v4 UDP :443 (bound for TCP only)", Packet::udp(OUTSIDER_V4, 443).build(), PassUnboundPort, V4),
+        case(
+            "v4 UDP :8472 from a node",
+            Packet::udp(NODE_V4, 8472).payload(50).build(),
+            PassMember,
+            V4,
+        ),
+        case(
+            "v4 UDP :8472 from a non-member",
+            Packet::udp(OUTSIDER_V4, 8472).payload(50).build(),
+            DropNotMemberUdp,
+            V4,
+        ),
+        case(
+            "v6 UDP :8472 from a non-member",
+            Packet::udp(OUTSIDER_V6, 8472).build(),
+            DropNotMemberUdp,
+            V6,
+        ),
+        case(
+            "v6 UDP :8472 from a node",
+            Packet::udp(NODE_V6, 8472).build(),
+            PassMember,
+            V6,
+        ),
+        case(
+            "v4 UDP :53 (unbound) from a non-member",
+            Packet::udp(OUTSIDER_V4, 53).build(),
+            PassUnboundPort,
+            V4,
+        ),
+        case(
+            "v4 UDP :443 (bound for TCP only)",
+            Packet::udp(OUTSIDER_V4, 443).build(),
+            PassUnboundPort,
+            V4,
+        ),
         // Deny sets drop everything, on every port.
-        case("v4 denied source to unbound port", syn(DENIED_V4, 8080).build(), DropDeny, V4),
-        case("v4 denied source ACK", Packet::tcp(DENIED_V4, 443, Flags::Ack).build(), DropDeny, V4),
-        case("v4 denied source UDP", Packet::udp(DENIED_V4, 53).build(), DropDeny, V4),
-        case("v6 denied source SYN :443", syn(DENIED_V6, 443).build(), DropDeny, V6),
-        case("v4 denied source later fragment", syn(DENIED_V4, 443).ipv4_fragment(100, false).build(), DropDeny, V4),
+        case(
+            "v4 denied source to unbound port",
+            syn(DENIED_V4, 8080).build(),
+            DropDeny,
+            V4,
+        ),
+        case(
+            "v4 denied source ACK",
+            Packet::tcp(DENIED_V4, 443, Flags::Ack).build(),
+            DropDeny,
+            V4,
+        ),
+        case(
+            "v4 denied source UDP",
+            Packet::udp(DENIED_V4, 53).build(),
+            DropDeny,
+            V4,
+        ),
+        case(
+            "v6 denied source SYN :443",
+            syn(DENIED_V6, 443).build(),
+            DropDeny,
+            V6,
+        ),
+        case(
+            "v4 denied source later fragment",
+            syn(DENIED_V4, 443).ipv4_fragment(100, false).build(),
+            DropDeny,
+            V4,
+        ),
         // IPv4-mapped IPv6 sources are judged against the IPv4 sets.
-        case("mapped cloudflare SYN :443", syn("::ffff:198.41.128.7", 443).build(), PassMember, V6),
-        case("mapped outsider SYN :443", syn("::ffff:203.0.114.9", 443).build(), DropNotMemberTcp, V6),
-        case("mapped admin SYN :443 (wrong set)", syn("::ffff:203.0.113.9", 443).build(), DropNotMemberTcp, V6),
-        case("mapped denied source", syn("::ffff:198.51.100.7", 8080).build(), DropDeny, V6),
+        case(
+            "mapped cloudflare SYN :443",
+            syn("::ffff:198.41.128.7", 443).build(),
+            PassMember,
+            V6,
+        ),
+        case(
+            "mapped outsider SYN :443",
+            syn("::ffff:203.0.114.9", 443).build(),
+            DropNotMemberTcp,
+            V6,
+        ),
+        case(
+            "mapped admin SYN :443 (wrong set)",
+            syn("::ffff:203.0.113.9", 443).build(),
+            DropNotMemberTcp,
+            V6,
+        ),
+        case(
+            "mapped denied source",
+            syn("::ffff:198.51.100.7", 8080).build(),
+            DropDeny,
+            V6,
+        ),
         // Unbound ports and other protocols.
-        case("v4 non-member SYN :8080 (unbound)", syn(OUTSIDER_V4, 8080).build(), PassUnboundPort, V4),
-        case("v6 non-member SYN :8080 (unbound)", syn(OUTSIDER_V6, 8080).build(), PassUnboundPort, V6),
-        case("v4 ICMP echo from a non-member", Packet::new(OUTSIDER_V4, L4::Other { protocol: 1, bytes: vec![8, 0, 0, 0, 0, 1, 0, 1] }).build(), PassOtherProtocol, V4),
-        case("v6 ICMPv6 echo from a non-member", Packet::new(OUTSIDER_V6, L4::Other { protocol: 58, bytes: vec![128, 0, 0, 0, 0, 1, 0, 1] }).build(), PassOtherProtocol, V6),
+        case(
+            "v4 non-member SYN :8080 (unbound)",
+            syn(OUTSIDER_V4, 8080).build(),
+            PassUnboundPort,
+            V4,
+        ),
+        case(
+            "v6 non-member SYN :8080 (unbound)",
+            syn(OUTSIDER_V6, 8080).build(),
+            PassUnboundPort,
+            V6,
+        ),
+        case(
+            "v4 ICMP echo from a non-member",
+            Packet::new(
+                OUTSIDER_V4,
+                L4::Other {
+                    protocol: 1,
+                    bytes: vec![8, 0, 0, 0, 0, 1, 0, 1],
+                },
+            )
+            .build(),
+            PassOtherProtocol,
+            V4,
+        ),
+        case(
+            "v6 ICMPv6 echo from a non-member",
+            Packet::new(
+                OUTSIDER_V6,
+                L4::Other {
+                    protocol: 58,
+                    bytes: vec![128, 0, 0, 0, 0, 1, 0, 1],
+                },
+            )
+            .build(),
+            PassOtherProtocol,
+            V6,
+        ),
         // Not IP.
         case("ARP request", arp_frame(), PassNotIp, Other),
         case("LLDP", ethertype_frame(0x88cc), PassNotIp, Other),
-        case("unknown ethertype 0x1234", ethertype_frame(0x1234), PassNotIp, Other),
+        case(
+            "unknown ethertype 0x1234",
+            ethertype_frame(0x1234),
+            PassNotIp,
+            Other,
+        ),
     ];
     c.extend(truncation_cases());
     c
@@ -214,7 +694,12 @@ fn truncation_cases() -> Vec<Case> {
     let v6 = syn(OUTSIDER_V6, 443).exts(&[Ext::HopByHop]).build();
     let udp = Packet::udp(OUTSIDER_V4, 8472).build();
     let cut = |name: &str, frame: &[u8], len: usize, reason, family| {
-        case(&format!("{name} cut at {len} bytes"), frame[..len].to_vec(), reason, family)
+        case(
+            &format!("{name} cut at {len} bytes"),
+            frame[..len].to_vec(),
+            reason,
+            family,
+        )
     };
     vec![
         cut("tagged v4", &v4_tagged, 14, PassNotIp, Other),
@@ -259,11 +744,36 @@ fn strict_mode_drops_every_non_member_segment_to_bound_ports() {
     run_cases(
         &mut harness,
         vec![
-            case("strict: non-member ACK :443", Packet::tcp(OUTSIDER_V4, 443, Flags::Ack).build(), DropNotMemberTcp, V4),
-            case("strict: non-member RST :443", Packet::tcp(OUTSIDER_V4, 443, Flags::Rst).build(), DropNotMemberTcp, V4),
-            case("strict: non-member v6 SYN+ACK :443", Packet::tcp(OUTSIDER_V6, 443, Flags::SynAck).build(), DropNotMemberTcp, V6),
-            case("strict: member ACK :443", Packet::tcp(CLOUDFLARE_V4, 443, Flags::Ack).build(), PassMember, V4),
-            case("strict: non-member ACK :8080 (unbound)", Packet::tcp(OUTSIDER_V4, 8080, Flags::Ack).build(), PassUnboundPort, V4),
+            case(
+                "strict: non-member ACK :443",
+                Packet::tcp(OUTSIDER_V4, 443, Flags::Ack).build(),
+                DropNotMemberTcp,
+                V4,
+            ),
+            case(
+                "strict: non-member RST :443",
+                Packet::tcp(OUTSIDER_V4, 443, Flags::Rst).build(),
+                DropNotMemberTcp,
+                V4,
+            ),
+            case(
+                "strict: non-member v6 SYN+ACK :443",
+                Packet::tcp(OUTSIDER_V6, 443, Flags::SynAck).build(),
+                DropNotMemberTcp,
+                V6,
+            ),
+            case(
+                "strict: member ACK :443",
+                Packet::tcp(CLOUDFLARE_V4, 443, Flags::Ack).build(),
+                PassMember,
+                V4,
+            ),
+            case(
+                "strict: non-member ACK :8080 (unbound)",
+                Packet::tcp(OUTSIDER_V4, 8080, Flags::Ack).build(),
+                PassUnboundPort,
+                V4,
+            ),
         ],
     );
 }
@@ -278,9 +788,24 @@ fn an_unarmed_filter_passes_everything() {
     run_cases(
         &mut harness,
         vec![
-            case("unarmed: non-member SYN :443", syn(OUTSIDER_V4, 443).build(), PassUnarmed, V4),
-            case("unarmed: v6 non-member SYN :443", syn(OUTSIDER_V6, 443).build(), PassUnarmed, V6),
-            case("unarmed: denied-looking source", syn(DENIED_V4, 443).build(), PassUnarmed, V4),
+            case(
+                "unarmed: non-member SYN :443",
+                syn(OUTSIDER_V4, 443).build(),
+                PassUnarmed,
+                V4,
+            ),
+            case(
+                "unarmed: v6 non-member SYN :443",
+                syn(OUTSIDER_V6, 443).build(),
+                PassUnarmed,
+                V6,
+            ),
+            case(
+                "unarmed: denied-looking source",
+                syn(DENIED_V4, 443).build(),
+                PassUnarmed,
+                V4,
+            ),
             case("unarmed: ARP", arp_frame(), PassNotIp, Other),
         ],
     );
@@ -305,7 +830,10 @@ fn a_policy_swap_takes_effect_between_two_packets() {
         .push("203.0.114.0/24".parse().unwrap());
     harness.filter.apply(&compile(&widened).unwrap()).unwrap();
     let outcome = harness.run(&outsider_syn);
-    assert_eq!((outcome.action, outcome.counted), (XDP_PASS, (PassMember, V4)));
+    assert_eq!(
+        (outcome.action, outcome.counted),
+        (XDP_PASS, (PassMember, V4))
+    );
 
     // Unbind 443: it passes as an unbound port.
     let mut unbound = spec(false);
@@ -316,8 +844,14 @@ fn a_policy_swap_takes_effect_between_two_packets() {
     // And back: the slot written two swaps ago is rewritten correctly.
     harness.filter.apply(&policy(false)).unwrap();
     let outcome = harness.run(&outsider_syn);
-    assert_eq!((outcome.action, outcome.counted), (XDP_DROP, (DropNotMemberTcp, V4)));
-    assert_eq!(harness.filter.control().unwrap().generation, first_generation + 3);
+    assert_eq!(
+        (outcome.action, outcome.counted),
+        (XDP_DROP, (DropNotMemberTcp, V4))
+    );
+    assert_eq!(
+        harness.filter.control().unwrap().generation,
+        first_generation + 3
+    );
 
     // Counters survived every swap: the outsider's SYN was dropped twice.
     let counters = harness.filter.counters().unwrap();

@@ -53,10 +53,18 @@ pub enum Flags {
 /// The transport part of a test packet.
 #[derive(Clone, Debug)]
 pub enum L4 {
-    Tcp { port: u16, flags: Flags },
-    Udp { port: u16 },
+    Tcp {
+        port: u16,
+        flags: Flags,
+    },
+    Udp {
+        port: u16,
+    },
     /// Another protocol number with raw bytes (ICMP echo and the like).
-    Other { protocol: u8, bytes: Vec<u8> },
+    Other {
+        protocol: u8,
+        bytes: Vec<u8>,
+    },
 }
 
 /// An IPv6 extension header in a chain.
@@ -67,7 +75,10 @@ pub enum Ext {
     DestOpts,
     Auth,
     /// Fragment header: offset in 8-byte units, more-fragments flag.
-    Fragment { offset: u16, more: bool },
+    Fragment {
+        offset: u16,
+        more: bool,
+    },
 }
 
 /// A test frame, described by its shape and built with `etherparse`.
@@ -190,7 +201,11 @@ impl Packet {
             (IpAddr::V4(src), IpAddr::V4(dst)) => {
                 let mut ip = Ipv4Header::new(0, 64, protocol, src.octets(), dst.octets())
                     .expect("ipv4 header");
-                ip.options = self.ipv4_options.as_slice().try_into().expect("ipv4 options");
+                ip.options = self
+                    .ipv4_options
+                    .as_slice()
+                    .try_into()
+                    .expect("ipv4 options");
                 if let Some((offset, more)) = self.ipv4_fragment {
                     ip.fragment_offset = IpFragOffset::try_new(offset).expect("fragment offset");
                     ip.more_fragments = more;
@@ -237,7 +252,11 @@ impl Packet {
         };
         frame.extend_from_slice(&eth.to_bytes());
         for (i, _) in self.vlans.iter().enumerate() {
-            let inner = self.vlans.get(i + 1).map(|t| EtherType(*t)).unwrap_or(ip_type);
+            let inner = self
+                .vlans
+                .get(i + 1)
+                .map(|t| EtherType(*t))
+                .unwrap_or(ip_type);
             let tag = SingleVlanHeader {
                 pcp: VlanPcp::ZERO,
                 drop_eligible_indicator: false,
@@ -270,7 +289,10 @@ fn ext_bytes(ext: Ext, next: IpNumber) -> (IpNumber, Vec<u8>) {
         Ext::Fragment { offset, more } => {
             let offset = IpFragOffset::try_new(offset).expect("fragment offset");
             let header = Ipv6FragmentHeader::new(next, offset, more, 0x1234);
-            (IpNumber::IPV6_FRAGMENTATION_HEADER, header.to_bytes().to_vec())
+            (
+                IpNumber::IPV6_FRAGMENTATION_HEADER,
+                header.to_bytes().to_vec(),
+            )
         }
     }
 }
@@ -344,16 +366,27 @@ impl Harness {
         let before = self.filter.counters().expect("read counters");
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
-        let result = self.filter.program().test_run(opts).expect("BPF_PROG_TEST_RUN");
+        let result = self
+            .filter
+            .program()
+            .test_run(opts)
+            .expect("BPF_PROG_TEST_RUN");
         let after = self.filter.counters().expect("read counters");
         let moved: Vec<_> = after
             .since(&before)
             .iter()
             .filter(|(_, _, c)| c.packets != 0)
             .collect();
-        assert_eq!(moved.len(), 1, "exactly one counter cell moves per packet: {moved:?}");
+        assert_eq!(
+            moved.len(),
+            1,
+            "exactly one counter cell moves per packet: {moved:?}"
+        );
         let (reason, family, counter) = moved[0];
-        assert_eq!(counter.packets, 1, "{reason:?}/{family:?} moved by one packet");
+        assert_eq!(
+            counter.packets, 1,
+            "{reason:?}/{family:?} moved by one packet"
+        );
         Outcome {
             action: result.return_value,
             counted: (reason, family),
@@ -366,7 +399,11 @@ impl Harness {
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
         opts.repeat = repeat;
-        let result = self.filter.program().test_run(opts).expect("BPF_PROG_TEST_RUN");
+        let result = self
+            .filter
+            .program()
+            .test_run(opts)
+            .expect("BPF_PROG_TEST_RUN");
         result.duration.as_nanos() as f64
     }
 }

@@ -47,8 +47,10 @@ pub enum FilterError {
         #[source]
         source: aya::maps::MapError,
     },
-    #[error("pinning under /sys/fs/bpf: {0}")]
+    #[error("pinning: {0}")]
     Pin(String),
+    #[error("no network interface named `{0}` (see `ip link`)")]
+    NoSuchInterface(String),
     #[error("attaching XDP to `{interface}`: {source}")]
     Attach {
         interface: String,
@@ -120,6 +122,7 @@ impl Filter {
             .load(OBJECT)
             .map_err(|e| FilterError::Load(Box::new(e)))?;
         if let Some(dir) = pin_dir {
+            require_bpffs(dir)?;
             std::fs::create_dir_all(dir)
                 .map_err(|e| FilterError::Pin(format!("creating {}: {e}", dir.display())))?;
             for (name, map) in ebpf.maps() {
@@ -132,9 +135,7 @@ impl Filter {
             .ok_or_else(|| FilterError::Load("no `xdpgate` program in the object".into()))?
             .try_into()
             .map_err(|e: aya::programs::ProgramError| FilterError::Load(Box::new(e)))?;
-        program
-            .load()
-            .map_err(|e| FilterError::Load(Box::new(e)))?;
+        program.load().map_err(|e| FilterError::Load(Box::new(e)))?;
         let empty = || SlotContents::Known(Box::default());
         Ok(Filter {
             control: take_map!(ebpf, maps::CONTROL),
@@ -168,6 +169,12 @@ impl Filter {
     /// Attaches in driver mode, falling back to generic mode where the driver
     /// refuses. The attachment lasts as long as this `Filter` (or its pin).
     pub fn attach(&mut self, interface: &str) -> Result<AttachMode, FilterError> {
+        let exists = std::ffi::CString::new(interface)
+            .map(|name| unsafe { libc::if_nametoindex(name.as_ptr()) } != 0)
+            .unwrap_or(false);
+        if !exists {
+            return Err(FilterError::NoSuchInterface(interface.to_string()));
+        }
         let program = self.program();
         let (id, mode) = match program.attach(interface, XdpMode::Driver) {
             Ok(id) => (id, AttachMode::Driver),
@@ -193,9 +200,7 @@ impl Filter {
 
     /// The control word: armed, active slot, generation.
     pub fn control(&self) -> Result<Control, FilterError> {
-        self.control
-            .get(&0, 0)
-            .map_err(map_error(maps::CONTROL))
+        self.control.get(&0, 0).map_err(map_error(maps::CONTROL))
     }
 
     /// Writes `policy` into the inactive slot, then makes it active in one
@@ -251,29 +256,53 @@ impl Filter {
         };
         let base = slot << 16;
         for (ports, old_ports, new_ports, name) in [
-            (&mut self.tcp_ports, &old.tcp_ports, &policy.tcp_ports, maps::TCP_PORTS),
-            (&mut self.udp_ports, &old.udp_ports, &policy.udp_ports, maps::UDP_PORTS),
+            (
+                &mut self.tcp_ports,
+                &old.tcp_ports,
+                &policy.tcp_ports,
+                maps::TCP_PORTS,
+            ),
+            (
+                &mut self.udp_ports,
+                &old.udp_ports,
+                &policy.udp_ports,
+                maps::UDP_PORTS,
+            ),
         ] {
             if full_clear {
                 for port in 0..=u16::MAX {
                     if !new_ports.contains_key(&port) {
-                        ports.set(base | port as u32, 0, 0).map_err(map_error(name))?;
+                        ports
+                            .set(base | port as u32, 0, 0)
+                            .map_err(map_error(name))?;
                     }
                 }
             } else {
                 for port in old_ports.keys().filter(|p| !new_ports.contains_key(p)) {
-                    ports.set(base | *port as u32, 0, 0).map_err(map_error(name))?;
+                    ports
+                        .set(base | *port as u32, 0, 0)
+                        .map_err(map_error(name))?;
                 }
             }
             for (port, mask) in new_ports {
                 if old_ports.get(port) != Some(mask) || full_clear {
-                    ports.set(base | *port as u32, *mask, 0).map_err(map_error(name))?;
+                    ports
+                        .set(base | *port as u32, *mask, 0)
+                        .map_err(map_error(name))?;
                 }
             }
         }
 
-        let v4_name = if slot == 0 { maps::V4_SLOT0 } else { maps::V4_SLOT1 };
-        let v6_name = if slot == 0 { maps::V6_SLOT0 } else { maps::V6_SLOT1 };
+        let v4_name = if slot == 0 {
+            maps::V4_SLOT0
+        } else {
+            maps::V4_SLOT1
+        };
+        let v6_name = if slot == 0 {
+            maps::V6_SLOT0
+        } else {
+            maps::V6_SLOT1
+        };
         sync_trie(
             &mut self.v4[slot as usize],
             v4_name,
@@ -327,7 +356,8 @@ impl Filter {
     /// are handed to their pins: dropping the `Filter` afterwards leaves them
     /// in force. `xdpgate detach` removes the pins and with them the filter.
     pub fn pin(&mut self, dir: &Path) -> Result<(), FilterError> {
-        let pin_error = |what: String| move |e: aya::pin::PinError| FilterError::Pin(format!("{what}: {e}"));
+        let pin_error =
+            |what: String| move |e: aya::pin::PinError| FilterError::Pin(format!("{what}: {e}"));
         let attachments = std::mem::take(&mut self.attachments);
         let program = self.program();
         program
@@ -338,13 +368,35 @@ impl Filter {
                 .take_link(id)
                 .map_err(|e| FilterError::Pin(format!("{interface}: {e}")))?;
             let link: FdLink = link.try_into().map_err(|e| {
-                FilterError::Pin(format!("{interface}: attached without a bpf_link ({e}), cannot pin"))
+                FilterError::Pin(format!(
+                    "{interface}: attached without a bpf_link ({e}), cannot pin"
+                ))
             })?;
             link.pin(dir.join(format!("link_{interface}")))
                 .map_err(pin_error(format!("pinning the link on {interface}")))?;
         }
         Ok(())
     }
+}
+
+/// Pins only work on a bpf filesystem; say so plainly instead of letting the
+/// pin fail with a bare errno.
+fn require_bpffs(dir: &Path) -> Result<(), FilterError> {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let parent = dir.parent().unwrap_or(dir);
+    let path = std::ffi::CString::new(parent.as_os_str().as_encoded_bytes())
+        .map_err(|_| FilterError::Pin(format!("{} is not a usable path", dir.display())))?;
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: path is NUL-terminated and stat is a valid out-pointer.
+    let rc = unsafe { libc::statfs(path.as_ptr(), &mut stat) };
+    if rc != 0 || stat.f_type as i64 != BPF_FS_MAGIC {
+        return Err(FilterError::Pin(format!(
+            "{} is not on a bpf filesystem; mount it with `mount -t bpf bpf /sys/fs/bpf` \
+             (or run `cargo xtask setup`)",
+            parent.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Makes a trie hold exactly `new`: removes what only `old` has, writes what
@@ -372,7 +424,8 @@ fn sync_trie<N: Ord, K: aya::Pod>(
     }
     for (net, mask) in new {
         if full_clear || old.get(net) != Some(mask) {
-            trie.insert(&key_of(net), *mask, 0).map_err(map_error(name))?;
+            trie.insert(&key_of(net), *mask, 0)
+                .map_err(map_error(name))?;
         }
     }
     Ok(())
@@ -430,4 +483,3 @@ impl Counters {
         Counters { cells }
     }
 }
-

@@ -93,13 +93,16 @@ impl Cursor {
         }
     }
 
+    /// A view of the N bytes at `offset`, or `None` past the end. It is a
+    /// reference, not a copy: callers load only the fields they use.
     #[inline(always)]
-    fn read<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+    fn read<const N: usize>(&self, offset: usize) -> Option<&[u8; N]> {
         if self.start + offset + N > self.end {
             return None;
         }
-        // SAFETY: the N bytes at offset are inside the packet (checked above).
-        Some(unsafe { *((self.start + offset) as *const [u8; N]) })
+        // SAFETY: the N bytes at offset are inside the packet (checked above),
+        // and the packet outlives this program run.
+        Some(unsafe { &*((self.start + offset) as *const [u8; N]) })
     }
 
     #[inline(always)]
