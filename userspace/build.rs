@@ -45,10 +45,16 @@ fn main() {
 }
 
 fn build() -> Result<()> {
-    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?);
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?);
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR")?);
     let ebpf_dir = manifest_dir.join("../ebpf");
-    for path in ["program/src", "program/Cargo.toml", "common/src", "common/Cargo.toml"] {
+    for path in [
+        "program/src",
+        "program/Cargo.toml",
+        "common/src",
+        "common/Cargo.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", ebpf_dir.join(path).display());
     }
     println!("cargo:rerun-if-env-changed=XDPGATE_EBPF_TOOLCHAIN");
@@ -95,7 +101,10 @@ fn build() -> Result<()> {
         .status()
         .with_context(|| format!("running {cmd:?} ({} toolchain)", toolchain.name))?;
     if !status.success() {
-        bail!("building {PROGRAM_CRATE} with the {} toolchain failed: {status}", toolchain.name);
+        bail!(
+            "building {PROGRAM_CRATE} with the {} toolchain failed: {status}",
+            toolchain.name
+        );
     }
     for object in OBJECTS {
         let built = target_dir.join("bpfel-unknown-none/release").join(object);
@@ -106,7 +115,9 @@ fn build() -> Result<()> {
 }
 
 fn has_core_source(sysroot: &Path) -> bool {
-    sysroot.join("lib/rustlib/src/rust/library/core/Cargo.toml").exists()
+    sysroot
+        .join("lib/rustlib/src/rust/library/core/Cargo.toml")
+        .exists()
 }
 
 fn sysroot_of(mut cmd: Command) -> Option<PathBuf> {
@@ -128,7 +139,9 @@ fn find_toolchain() -> Result<Toolchain> {
             if has_core_source(&sysroot) {
                 return Ok(Toolchain {
                     name: "nightly",
-                    cargo: ["rustup", "run", "nightly", "cargo"].map(OsString::from).to_vec(),
+                    cargo: ["rustup", "run", "nightly", "cargo"]
+                        .map(OsString::from)
+                        .to_vec(),
                     env: vec![],
                 });
             }
@@ -153,7 +166,9 @@ fn find_toolchain() -> Result<Toolchain> {
     bail!(
         "no toolchain can build `core` for bpfel-unknown-none{}: neither a rustup nightly with \
          rust-src nor Debian's rustc-web with rust-web-src is installed.\n{SETUP_HINT}",
-        wanted.map(|w| format!(" (XDPGATE_EBPF_TOOLCHAIN={w})")).unwrap_or_default()
+        wanted
+            .map(|w| format!(" (XDPGATE_EBPF_TOOLCHAIN={w})"))
+            .unwrap_or_default()
     )
 }
 

@@ -50,8 +50,21 @@ mod tests {
     #[test]
     fn snapshot_has_every_published_prefix() {
         let nets = super::snapshot();
-        assert_eq!(nets.iter().filter(|n| matches!(n, ipnet::IpNet::V4(_))).count(), 15);
-        assert_eq!(nets.iter().filter(|n| matches!(n, ipnet::IpNet::V6(_))).count(), 7);
-        assert!(nets.iter().all(|n| n.trunc() == *n), "no host bits in the snapshot");
+        assert_eq!(
+            nets.iter()
+                .filter(|n| matches!(n, ipnet::IpNet::V4(_)))
+                .count(),
+            15
+        );
+        assert_eq!(
+            nets.iter()
+                .filter(|n| matches!(n, ipnet::IpNet::V6(_)))
+                .count(),
+            7
+        );
+        assert!(
+            nets.iter().all(|n| n.trunc() == *n),
+            "no host bits in the snapshot"
+        );
     }
 }

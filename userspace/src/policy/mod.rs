@@ -302,7 +302,10 @@ pub fn compile(spec: &PolicySpec) -> Result<CompiledPolicy, PolicyError> {
     for binding in &spec.allow {
         let mask = binding.from.iter().fold(0, |m, s| m | bit(s));
         allow_mask |= mask;
-        for (ranges, ports) in [(&binding.tcp, &mut tcp_ports), (&binding.udp, &mut udp_ports)] {
+        for (ranges, ports) in [
+            (&binding.tcp, &mut tcp_ports),
+            (&binding.udp, &mut udp_ports),
+        ] {
             for port in ranges.iter().flat_map(|r| r.ports()) {
                 *ports.entry(port).or_insert(0) |= mask;
             }
