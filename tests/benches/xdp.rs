@@ -59,9 +59,11 @@ fn parse_args() -> Result<Args, String> {
             "--out" => args.out = value("--out")?.into(),
             // cargo bench passes --bench to every bench binary.
             "--bench" => {}
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "unknown argument `{other}` (use --repeat N, --rounds N, --prefixes N, --out FILE)"
-            )),
+            ))
+            }
         }
     }
     if args.rounds == 0 || args.repeat == 0 {

@@ -1,1 +1,153 @@
-fn main(){}
+//! `cargo xtask`: the project's own commands, so that a fresh Debian machine
+//! needs nothing but a clone and a rustup toolchain. `setup` installs what is
+//! missing (and only that), `build`/`run`/`test`/`bench` drive cargo on top of
+//! it. This crate deliberately depends on nothing of xdpgate's, so it compiles
+//! before the eBPF toolchain exists.
+mod process;
+mod setup;
+mod tasks;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cargo xtask",
+    about = "Setup, build, run, test and benchmarks for xdpgate"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand, Debug)]
+enum Task {
+    /// Install what is missing: Debian's Rust + LLVM 22 and the test tools (apt),
+    /// bpf-linker 0.13.0 built against LLVM 22 (in ~/.cache/xdpgate), and bpffs
+    /// at /sys/fs/bpf. Idempotent; installing needs root.
+    Setup {
+        /// Only report what is missing (exit 1 if anything is); install nothing.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Check the toolchain, then `cargo build -p xdpgate`.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Setup, a release build, then `xdpgate run ARGS...`: attach the filter with
+    /// the embedded Cloudflare default and print counters until Ctrl-C.
+    Run {
+        /// Arguments for `xdpgate run`, after `--` (e.g. `-- --interface eth0 --pin`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Setup, `cargo fmt --check`, clippy (-D warnings), then the workspace's tests
+    /// (all but the eBPF crate, which only builds for the BPF target).
+    Test {
+        /// Skip the fmt and clippy steps.
+        #[arg(long)]
+        no_lint: bool,
+        /// Arguments for `cargo test` after its `--` (e.g. `-- --test-threads=2`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        bench: Bench,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum Bench {
+    /// Per-packet cost of the XDP program through BPF_PROG_TEST_RUN, beside
+    /// baseline programs (`cargo bench --bench xdp`; needs root).
+    Xdp {
+        /// Runs of each packet per kernel measurement.
+        #[arg(long)]
+        repeat: Option<u32>,
+        /// Measurements per case.
+        #[arg(long)]
+        rounds: Option<u32>,
+        /// Further arguments for the bench binary, after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Task::Setup { check } => {
+            let mode = if check {
+                setup::Mode::Check
+            } else {
+                setup::Mode::Install
+            };
+            setup::ensure(mode, setup::Need::Everything)
+        }
+        Task::Build { release } => tasks::build(release),
+        Task::Run { args } => tasks::run(&args),
+        Task::Test { no_lint, args } => tasks::test(no_lint, &args),
+        Task::Bench {
+            bench:
+                Bench::Xdp {
+                    repeat,
+                    rounds,
+                    args,
+                },
+        } => tasks::bench_xdp(repeat, rounds, &args),
+    };
+    if let Err(error) = result {
+        eprintln!("\nxtask: error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_after_the_separator_pass_through_untouched() {
+        let cli = Cli::try_parse_from(["xtask", "run", "--", "--interface", "eth0", "--pin"])
+            .expect("parses");
+        match cli.command {
+            Task::Run { args } => assert_eq!(args, ["--interface", "eth0", "--pin"]),
+            other => panic!("parsed as {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["xtask", "test", "--no-lint", "--", "--test-threads=2"])
+            .expect("parses");
+        match cli.command {
+            Task::Test { no_lint, args } => {
+                assert!(no_lint);
+                assert_eq!(args, ["--test-threads=2"]);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        // Without `--`, xdpgate's flags are not mistaken for xtask's.
+        assert!(Cli::try_parse_from(["xtask", "run", "--interface", "eth0"]).is_err());
+    }
+
+    #[test]
+    fn bench_takes_xdp_and_its_options() {
+        let cli =
+            Cli::try_parse_from(["xtask", "bench", "xdp", "--repeat", "1000", "--rounds", "5"])
+                .expect("parses");
+        match cli.command {
+            Task::Bench {
+                bench:
+                    Bench::Xdp {
+                        repeat,
+                        rounds,
+                        args,
+                    },
+            } => {
+                assert_eq!((repeat, rounds), (Some(1000), Some(5)));
+                assert!(args.is_empty());
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(Cli::try_parse_from(["xtask", "bench", "flood"]).is_err());
+    }
+}
