@@ -455,5 +455,7 @@ pub fn parse_net(s: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("`{s}` is not an IPv4 or IPv6 address or CIDR"))
 }
 
+#[cfg(any(test, feature = "strategies"))]
+pub mod strategies;
 #[cfg(test)]
 mod tests;

@@ -1,11 +1,12 @@
 //! Unit and property tests of the policy compiler. Nothing here needs
 //! privileges: the compiled maps are checked through [`compiled_allows`] and
 //! [`CompiledPolicy::lookup`], which compute what the kernel computes.
-use std::net::{Ipv4Addr, Ipv6Addr};
-
 use proptest::prelude::*;
 
-use super::*;
+use super::{
+    strategies::{probes_for, source, valid_spec, UNBOUND_PORT},
+    *,
+};
 
 fn net(s: &str) -> IpNet {
     s.parse().unwrap_or_else(|e| panic!("test prefix {s}: {e}"))
@@ -764,178 +765,8 @@ fn parse_net_accepts_hosts_and_names_bad_input() {
 // ---------------------------------------------------------------------------
 // Property tests: the compiled single-lookup verdict equals the plain reading
 // ---------------------------------------------------------------------------
-
-/// Highest port a generated binding uses; probes go one above it, so every
-/// policy has an unbound port in the probed range too.
-const MAX_BOUND_PORT: u16 = 19;
-
-/// Set names, deliberately not in index order, so bit order (by name) and
-/// generation order differ.
-const SET_NAMES: [&str; 6] = ["nodes", "admins", "zeta", "cloudflare", "alpha", "m"];
-
-/// IPv4 addresses from a small pool inside 10.0.0.0/8, so prefixes collide and
-/// nest often, and their boundaries (0, 15/16, 255) are probed.
-fn v4_pool_addr() -> impl Strategy<Value = Ipv4Addr> {
-    (
-        0u8..3,
-        prop::sample::select(vec![0u8, 1, 15, 16, 17, 255]),
-        prop::sample::select(vec![0u8, 1, 15, 16, 200, 255]),
-    )
-        .prop_map(|(a, b, c)| Ipv4Addr::new(10, a, b, c))
-}
-
-/// IPv6 addresses from a small pool inside fd00::/16.
-fn v6_pool_addr() -> impl Strategy<Value = Ipv6Addr> {
-    (
-        0u16..3,
-        prop::sample::select(vec![0u16, 1, 0x8000]),
-        prop::sample::select(vec![0u16, 1, 0xff, 0x100, 0x8000, 0xffff]),
-    )
-        .prop_map(|(a, b, c)| Ipv6Addr::new(0xfd00, a, b, 0, 0, 0, 0, c))
-}
-
-const V4_LENGTHS: [u8; 9] = [8, 12, 16, 17, 20, 24, 28, 31, 32];
-
-/// Prefixes from the pools, host bits left in (the compiler clears them).
-fn v4_prefix() -> impl Strategy<Value = IpNet> {
-    (v4_pool_addr(), prop::sample::select(V4_LENGTHS.to_vec()))
-        .prop_map(|(a, len)| IpNet::V4(Ipv4Net::new(a, len).unwrap()))
-}
-
-fn v6_prefix() -> impl Strategy<Value = IpNet> {
-    (
-        v6_pool_addr(),
-        prop::sample::select(vec![16u8, 32, 33, 48, 64, 112, 120, 128]),
-    )
-        .prop_map(|(a, len)| IpNet::V6(Ipv6Net::new(a, len).unwrap()))
-}
-
-/// `::ffff:10.x.y.z/(96 + len)`: compiles into the IPv4 map.
-fn mapped_prefix() -> impl Strategy<Value = IpNet> {
-    (v4_pool_addr(), prop::sample::select(V4_LENGTHS.to_vec()))
-        .prop_map(|(a, len)| IpNet::V6(Ipv6Net::new(a.to_ipv6_mapped(), 96 + len).unwrap()))
-}
-
-/// Rare shapes: catch-alls, a v6 prefix covering the mapped range without
-/// being mapped itself, prefixes outside the pools.
-fn odd_prefix() -> impl Strategy<Value = IpNet> {
-    prop::sample::select(vec![
-        "0.0.0.0/0",
-        "::/0",
-        "::/80",
-        "::ffff:0:0/96",
-        "192.0.2.0/24",
-        "2001:db8::/32",
-        "10.0.0.0/7",
-    ])
-    .prop_map(net)
-}
-
-fn prefix() -> impl Strategy<Value = IpNet> {
-    prop_oneof![
-        10 => v4_prefix(),
-        8 => v6_prefix(),
-        4 => mapped_prefix(),
-        1 => odd_prefix(),
-    ]
-}
-
-/// Probe sources from the same pools, plus mapped forms and strangers.
-fn probe() -> impl Strategy<Value = IpAddr> {
-    prop_oneof![
-        4 => v4_pool_addr().prop_map(IpAddr::V4),
-        3 => v6_pool_addr().prop_map(IpAddr::V6),
-        2 => v4_pool_addr().prop_map(|a| IpAddr::V6(a.to_ipv6_mapped())),
-        1 => prop::sample::select(vec![
-            "192.0.2.1", "8.8.8.8", "11.0.0.1", "2001:db8::1", "::1", "::ffff:192.0.2.1",
-            "fe80::1", "0.0.0.0",
-        ])
-        .prop_map(ip),
-    ]
-}
-
-fn port_range() -> impl Strategy<Value = PortRange> {
-    (1..=MAX_BOUND_PORT, 0u16..4).prop_map(|(first, width)| PortRange {
-        first,
-        last: (first + width).min(MAX_BOUND_PORT),
-    })
-}
-
-/// A binding: 1..4 port ranges split between TCP and UDP, from 1..3 sets.
-fn binding(sets: usize) -> impl Strategy<Value = Binding> {
-    (
-        prop::collection::vec((any::<bool>(), port_range()), 1..4),
-        prop::collection::vec(0..sets, 1..=3),
-    )
-        .prop_map(|(ranges, from)| Binding {
-            tcp: ranges.iter().filter(|(u, _)| !u).map(|(_, r)| *r).collect(),
-            udp: ranges.iter().filter(|(u, _)| *u).map(|(_, r)| *r).collect(),
-            from: from.iter().map(|i| SET_NAMES[*i].to_string()).collect(),
-        })
-}
-
-/// A policy that compiles: bound sets are non-empty, denied sets are not
-/// bound. Sets neither bound nor denied are left in (they get no bit), and
-/// unbound sets may be empty.
-fn valid_spec() -> impl Strategy<Value = PolicySpec> {
-    (1usize..=6)
-        .prop_flat_map(|n| {
-            (
-                prop::collection::vec((prop::collection::vec(prefix(), 1..12), any::<bool>()), n),
-                prop::collection::vec(binding(n), 1..4),
-                prop::collection::vec(0..n, 0..=2),
-                any::<bool>(),
-            )
-        })
-        .prop_map(|(sets, allow, deny, strict)| {
-            let bound: BTreeSet<String> = allow.iter().flat_map(|b| b.from.clone()).collect();
-            let sets = sets
-                .into_iter()
-                .enumerate()
-                .map(|(i, (mut nets, emptied))| {
-                    let name = SET_NAMES[i].to_string();
-                    if emptied && !bound.contains(&name) {
-                        nets.clear();
-                    }
-                    (name, nets)
-                })
-                .collect();
-            let deny = deny
-                .into_iter()
-                .map(|i| SET_NAMES[i].to_string())
-                .filter(|s| !bound.contains(s))
-                .collect();
-            PolicySpec {
-                sets,
-                allow,
-                deny,
-                strict,
-            }
-        })
-}
-
-/// Probes for a spec: the generated ones plus, for every prefix in it, its
-/// first and last address and the addresses just outside it.
-fn probes_for(spec: &PolicySpec, generated: &[IpAddr]) -> Vec<IpAddr> {
-    let mut probes: BTreeSet<IpAddr> = generated.iter().copied().collect();
-    for net in spec.sets.values().flatten() {
-        let (first, last) = match net.trunc() {
-            IpNet::V4(n) => {
-                let (f, l) = (u32::from(n.network()), u32::from(n.broadcast()));
-                for a in [f, l, f.wrapping_sub(1), l.wrapping_add(1)] {
-                    probes.insert(IpAddr::V4(a.into()));
-                    probes.insert(IpAddr::V6(Ipv4Addr::from(a).to_ipv6_mapped()));
-                }
-                continue;
-            }
-            IpNet::V6(n) => (u128::from(n.network()), u128::from(n.broadcast())),
-        };
-        for a in [first, last, first.wrapping_sub(1), last.wrapping_add(1)] {
-            probes.insert(IpAddr::V6(a.into()));
-        }
-    }
-    probes.into_iter().collect()
-}
+// Policies and probes come from `super::strategies`, shared with the kernel
+// model test.
 
 /// The union of the bits of every used set containing `addr`, by brute force.
 fn naive_mask(spec: &PolicySpec, policy: &CompiledPolicy, addr: IpAddr) -> SetMask {
@@ -1003,7 +834,7 @@ proptest! {
     #[test]
     fn compiled_verdict_equals_the_naive_model(
         spec in valid_spec(),
-        generated in prop::collection::vec(probe(), 8..24),
+        generated in prop::collection::vec(source(), 8..24),
     ) {
         let policy = match compile(&spec) {
             Ok(policy) => policy,
@@ -1016,7 +847,7 @@ proptest! {
                 "mask of {}", addr
             );
             for udp in [false, true] {
-                for port in 1..=MAX_BOUND_PORT + 1 {
+                for port in 1..=UNBOUND_PORT {
                     prop_assert_eq!(
                         compiled_allows(&policy, udp, port, addr),
                         naive_allows(&spec, udp, port, addr),
