@@ -325,15 +325,6 @@ impl Filter {
             .map_err(map_error(maps::SLOT_OPTIONS))
     }
 
-    /// Disarms the filter: every packet passes again. The attachment stays.
-    pub fn disarm(&mut self) -> Result<(), FilterError> {
-        let mut control = self.control()?;
-        control.state &= !STATE_ARMED;
-        self.control
-            .set(0, control, 0)
-            .map_err(map_error(maps::CONTROL))
-    }
-
     /// The kernel's counters, summed over CPUs.
     pub fn counters(&self) -> Result<Counters, FilterError> {
         let mut cells = vec![Counter::default(); COUNTER_ENTRIES as usize];
