@@ -429,6 +429,17 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Counters with the given value for every (reason, family) cell.
+    pub fn from_fn(mut value: impl FnMut(Reason, Family) -> Counter) -> Counters {
+        let mut cells = vec![Counter::default(); COUNTER_ENTRIES as usize];
+        for reason in Reason::ALL {
+            for family in Family::ALL {
+                cells[counter_index(reason, family) as usize] = value(reason, family);
+            }
+        }
+        Counters { cells }
+    }
+
     pub fn get(&self, reason: Reason, family: Family) -> Counter {
         self.cells
             .get(counter_index(reason, family) as usize)

@@ -1,0 +1,150 @@
+//! What the running daemon knows about itself, in one serialisable value.
+//!
+//! The daemon keeps a [`DaemonStatus`] current and writes it to
+//! `<state_dir>/status.json` after every change, so the CLI (`xdpgate status`,
+//! `sets`, `check`) can explain the kernel's state even after the daemon has
+//! died; the admin listener renders the same value as metrics. Nothing in here
+//! is a secret: it is printed and exported as it is.
+use std::{
+    path::{Path, PathBuf},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Deserialize, Serialize};
+
+/// The file name of the status snapshot inside the state directory.
+pub const STATUS_FILE: &str = "status.json";
+
+/// Seconds since the Unix epoch, the unit of every timestamp in the status.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub pid: u32,
+    pub version: String,
+    /// Unix seconds.
+    pub started_at: u64,
+    /// Unix seconds of the last change to this value.
+    pub updated_at: u64,
+    /// The config file in use, or `None` for the embedded default.
+    pub config_path: Option<PathBuf>,
+    pub pin_dir: PathBuf,
+    pub interfaces: Vec<InterfaceStatus>,
+    pub policy: PolicyStatus,
+    pub sets: Vec<SetStatus>,
+    pub reloads: ReloadStatus,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct InterfaceStatus {
+    pub name: String,
+    /// `driver` or `generic`.
+    pub mode: String,
+    /// How the filter got there this time: `attached`, `adopted` (a pinned link
+    /// from an earlier instance, with the new program swapped in).
+    pub how: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PolicyStatus {
+    /// The generation in the kernel's control word after the last apply.
+    pub generation: u64,
+    /// Bit `i` of the kernel's set masks stands for `set_names[i]`.
+    pub set_names: Vec<String>,
+    /// Unix seconds of the last successful apply; 0 if none yet.
+    pub applied_at: u64,
+    /// Why the last attempt to compile or apply a policy failed, if it did.
+    /// The policy in force is then the one of `generation`.
+    pub last_error: Option<String>,
+    /// Policies refused (compile or apply errors) since the daemon started.
+    pub refused: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReloadStatus {
+    /// Config reloads applied (SIGHUP or file change).
+    pub ok: u64,
+    /// Config reloads refused because the new file was invalid.
+    pub failed: u64,
+    /// Unix seconds of the last reload attempt; 0 if none.
+    pub last_at: u64,
+    pub last_error: Option<String>,
+}
+
+/// One address set as the daemon holds it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SetStatus {
+    pub name: String,
+    /// Distinct prefixes in the set (the union of its sources).
+    pub size: usize,
+    /// True once every source has produced a list (fresh, last-known-good or
+    /// embedded); a set that is not loaded is not enforced.
+    pub loaded: bool,
+    pub sources: Vec<SourceStatus>,
+}
+
+/// One source of a set and the story of its last refresh.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SourceStatus {
+    /// `inline`, `file` or `cloudflare`.
+    pub kind: String,
+    /// Where it comes from: `config`, a file path or a URL.
+    pub origin: String,
+    /// Prefixes this source contributes now.
+    pub entries: usize,
+    /// Where the entries in force came from: `config`, `file`, `api`,
+    /// `last-known-good` (persisted in the state directory) or `embedded`
+    /// (the snapshot compiled into the binary).
+    pub from: String,
+    /// Unix seconds when the entries in force were obtained; 0 if never.
+    pub obtained_at: u64,
+    /// Unix seconds of the last refresh attempt; 0 if none.
+    pub last_attempt_at: u64,
+    /// Unix seconds of the last successful refresh (including "not
+    /// modified"); 0 if none.
+    pub last_success_at: u64,
+    /// The outcome of the last attempt, e.g. `ok`, `not modified`,
+    /// `refused: shrink of 80% exceeds max_shrink 50%`, `error: ...`.
+    pub last_result: String,
+    /// Refreshes that produced a list that is now in force or unchanged.
+    pub successes: u64,
+    /// Refreshes that failed to produce a list (I/O, HTTP, parse).
+    pub failures: u64,
+    /// Lists that were obtained but refused by validation (empty, shrink).
+    pub refusals: u64,
+    /// The HTTP entity tag of the list in force, for conditional requests.
+    pub etag: Option<String>,
+}
+
+impl DaemonStatus {
+    pub fn path_in(state_dir: &Path) -> PathBuf {
+        state_dir.join(STATUS_FILE)
+    }
+
+    /// Writes the status atomically (temporary file, then rename), so a
+    /// reader never sees half of it.
+    pub fn write_to(&self, state_dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(state_dir)?;
+        let path = Self::path_in(state_dir);
+        let tmp = state_dir.join(format!(".{STATUS_FILE}.{}", std::process::id()));
+        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, json)?;
+        std::fs::rename(&tmp, &path)
+    }
+
+    pub fn read_from(state_dir: &Path) -> std::io::Result<Self> {
+        let path = Self::path_in(state_dir);
+        let text = std::fs::read(&path)?;
+        serde_json::from_slice(&text).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        })
+    }
+}
