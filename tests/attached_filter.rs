@@ -137,7 +137,7 @@ fn the_cloudflare_default_admits_cloudflare_and_drops_outsiders_on_a_real_interf
 
     let interface = topology.server_interface();
     let filter = in_netns(&topology.server, || {
-        let mut filter = Filter::load(None).expect("load");
+        let mut filter = Filter::load().expect("load");
         filter
             .apply(&compile(&cloudflare_default()).expect("default compiles"))
             .expect("apply");

@@ -349,7 +349,7 @@ pub struct Outcome {
 impl Harness {
     pub fn new() -> Self {
         Harness {
-            filter: Filter::load(None).expect("the kernel accepts the XDP program"),
+            filter: Filter::load().expect("the kernel accepts the XDP program"),
         }
     }
 

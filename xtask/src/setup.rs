@@ -34,10 +34,12 @@ const PACKAGES: &[Group] = &[
         packages: &["rustc-web", "rust-web-src", "cargo-web"],
         to_build: true,
     },
-    // Tools the root-only tests and benchmarks call: `ip` (namespaces, veths)
-    // and `bpftool` (inspecting loaded programs and maps).
+    // Tools the root-only tests and benchmarks call: `ip` (namespaces, veths),
+    // `nsenter` (the daemon inside a test namespace), `bpftool` (inspecting
+    // loaded programs and maps), and the peers nobody here wrote: `nmap`
+    // (SYN scans) and `hping3` (spoofed SYN floods).
     Group {
-        packages: &["iproute2", "bpftool"],
+        packages: &["iproute2", "util-linux", "bpftool", "nmap", "hping3"],
         to_build: false,
     },
 ];

@@ -12,8 +12,12 @@ use std::{
 };
 
 use aya::{
-    maps::{lpm_trie::Key, Array, LpmTrie, MapData, PerCpuArray},
-    programs::{links::FdLink, xdp::XdpLinkId, Xdp, XdpMode},
+    maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData, PerCpuArray},
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+        Xdp, XdpMode,
+    },
     Ebpf, EbpfLoader,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -23,6 +27,11 @@ use xdpgate_common::{
 };
 
 use crate::policy::CompiledPolicy;
+
+pub mod bpfsys;
+pub mod pins;
+
+pub use pins::{detach_pinned, PinLayout, PinnedFilter};
 
 /// The XDP program, built for bpfel-unknown-none by build.rs.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdpgate"));
@@ -49,6 +58,8 @@ pub enum FilterError {
     },
     #[error("pinning: {0}")]
     Pin(String),
+    #[error("nothing is pinned under {} (is the daemon running with this pin directory?)", .0.display())]
+    NotPinned(std::path::PathBuf),
     #[error("no network interface named `{0}` (see `ip link`)")]
     NoSuchInterface(String),
     #[error("attaching XDP to `{interface}`: {source}")]
@@ -102,6 +113,23 @@ pub struct Filter {
     slots: [SlotContents; 2],
     retired_at: Option<Instant>,
     attachments: Vec<(String, XdpLinkId)>,
+    pins: Option<pins::PinLayout>,
+    adoption: Adoption,
+}
+
+/// What the daemon found of a previous instance's maps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Adoption {
+    /// Maps of its own, never pinned (tests, benchmarks).
+    Private,
+    /// Nothing was pinned: fresh maps, now pinned.
+    Fresh,
+    /// The pinned maps match this build and are used: counters and the policy
+    /// in force carry on.
+    Reused,
+    /// Something was pinned that this build cannot use (named in `reason`);
+    /// it was unpinned and fresh maps were pinned in its place.
+    Replaced { reason: String },
 }
 
 macro_rules! take_map {
@@ -115,21 +143,82 @@ macro_rules! take_map {
 
 impl Filter {
     /// Loads the embedded object and its program into the kernel (the
-    /// verifier runs here). Nothing is attached yet, and the filter is unarmed.
-    /// With `pin_dir`, the maps are pinned there (see [`Filter::pin`]).
-    pub fn load(pin_dir: Option<&Path>) -> Result<Self, FilterError> {
-        let mut ebpf = EbpfLoader::new()
+    /// verifier runs here) with maps of its own. Nothing is attached yet, and
+    /// the filter is unarmed. This is what tests and benchmarks use; the
+    /// daemon uses [`Filter::open_pinned`].
+    pub fn load() -> Result<Self, FilterError> {
+        let ebpf = EbpfLoader::new()
             .load(OBJECT)
             .map_err(|e| FilterError::Load(Box::new(e)))?;
-        if let Some(dir) = pin_dir {
-            require_bpffs(dir)?;
-            std::fs::create_dir_all(dir)
-                .map_err(|e| FilterError::Pin(format!("creating {}: {e}", dir.display())))?;
-            for (name, map) in ebpf.maps() {
-                map.pin(dir.join(name))
-                    .map_err(|e| FilterError::Pin(format!("pinning map {name}: {e}")))?;
+        Self::from_ebpf(ebpf, None, Adoption::Private)
+    }
+
+    /// Loads the program with its maps pinned under `pins` (see
+    /// [`pins::PinLayout`]). Maps a previous instance pinned there are reused
+    /// when they match this build, so the counters and the policy in force
+    /// carry on; maps that do not match (another ABI version, another shape)
+    /// are unpinned and replaced by fresh ones, which is reported in
+    /// [`Filter::adoption`]. Either way the program that is attached now keeps
+    /// filtering on whatever maps it holds until [`Filter::attach_pinned`]
+    /// swaps this one in, after a policy has been applied.
+    pub fn open_pinned(pins: &pins::PinLayout) -> Result<Self, FilterError> {
+        require_bpffs(pins.root())?;
+        pins.create_dirs()?;
+        // A throwaway load gives the exact shape this build expects of every
+        // map, to compare with what is pinned.
+        let reference = EbpfLoader::new()
+            .load(OBJECT)
+            .map_err(|e| FilterError::Load(Box::new(e)))?;
+        let mut expected = Vec::new();
+        for (name, map) in reference.maps() {
+            let info = match map {
+                Map::Array(data) | Map::PerCpuArray(data) | Map::LpmTrie(data) => data.info(),
+                other => {
+                    return Err(FilterError::Pin(format!(
+                        "map {name} is of a kind this build does not pin: {other:?}"
+                    )))
+                }
             }
+            .map_err(|e| FilterError::Pin(format!("reading map {name}: {e}")))?;
+            expected.push(pins::MapShape::of(name, &info)?);
         }
+        drop(reference);
+        let adoption = pins.check_pinned_maps(&expected)?;
+        if let Adoption::Replaced { reason } = &adoption {
+            log::warn!(
+                "the maps pinned under {} do not match this build ({reason}); \
+                 the filter in force keeps running on them until the new program is swapped in \
+                 with fresh maps; counters restart from zero",
+                pins.maps_dir().display()
+            );
+            pins.remove_maps()?;
+        }
+        let paths: Vec<(String, std::path::PathBuf)> = expected
+            .iter()
+            .map(|shape| (shape.name.clone(), pins.map_path(&shape.name)))
+            .collect();
+        let mut loader = EbpfLoader::new();
+        for (name, path) in &paths {
+            loader.map_pin_path(name.as_str(), path.as_path());
+        }
+        let ebpf = loader
+            .load(OBJECT)
+            .map_err(|e| FilterError::Load(Box::new(e)))?;
+        let mut filter = Self::from_ebpf(ebpf, Some(pins.clone()), adoption)?;
+        if filter.adoption == Adoption::Reused {
+            // The active slot holds the previous instance's policy; neither
+            // slot's exact contents are known, so the next write clears first.
+            filter.slots = [SlotContents::Unknown, SlotContents::Unknown];
+        }
+        pins.pin_program(filter.program())?;
+        Ok(filter)
+    }
+
+    fn from_ebpf(
+        mut ebpf: Ebpf,
+        pins: Option<pins::PinLayout>,
+        adoption: Adoption,
+    ) -> Result<Self, FilterError> {
         let program: &mut Xdp = ebpf
             .program_mut(maps::PROGRAM)
             .ok_or_else(|| FilterError::Load("no `xdpgate` program in the object".into()))?
@@ -154,8 +243,15 @@ impl Filter {
             slots: [empty(), empty()],
             retired_at: None,
             attachments: Vec::new(),
+            pins,
+            adoption,
             ebpf,
         })
+    }
+
+    /// What [`Filter::open_pinned`] found under the pin directory.
+    pub fn adoption(&self) -> &Adoption {
+        &self.adoption
     }
 
     /// The loaded XDP program, for attaching or `BPF_PROG_TEST_RUN`.
@@ -327,46 +423,84 @@ impl Filter {
 
     /// The kernel's counters, summed over CPUs.
     pub fn counters(&self) -> Result<Counters, FilterError> {
-        let mut cells = vec![Counter::default(); COUNTER_ENTRIES as usize];
-        for (index, cell) in cells.iter_mut().enumerate() {
-            let per_cpu = self
-                .counters
-                .get(&(index as u32), 0)
-                .map_err(map_error(maps::COUNTERS))?;
-            for value in per_cpu.iter() {
-                cell.packets += value.packets;
-                cell.bytes += value.bytes;
-            }
-        }
-        Ok(Counters { cells })
+        pins::sum_counters(&self.counters)
     }
 
-    /// Pins the program and every attachment under `dir` (a bpffs directory;
-    /// the maps were pinned there by [`Filter::load`]), so that the filter
-    /// outlives this process. The attachments
-    /// are handed to their pins: dropping the `Filter` afterwards leaves them
-    /// in force. `xdpgate detach` removes the pins and with them the filter.
-    pub fn pin(&mut self, dir: &Path) -> Result<(), FilterError> {
-        let pin_error =
-            |what: String| move |e: aya::pin::PinError| FilterError::Pin(format!("{what}: {e}"));
-        let attachments = std::mem::take(&mut self.attachments);
-        let program = self.program();
-        program
-            .pin(dir.join("program"))
-            .map_err(pin_error("pinning the program".into()))?;
-        for (interface, id) in attachments {
-            let link = program
-                .take_link(id)
-                .map_err(|e| FilterError::Pin(format!("{interface}: {e}")))?;
-            let link: FdLink = link.try_into().map_err(|e| {
-                FilterError::Pin(format!(
-                    "{interface}: attached without a bpf_link ({e}), cannot pin"
-                ))
+    /// Puts this program on `interface` through a pinned link, so that it
+    /// stays there after this process exits. If an earlier instance left a
+    /// link pinned for the interface, the program is swapped into that link
+    /// (`bpf_link_update`): one atomic replacement, no moment without a filter,
+    /// no second attachment. Otherwise it attaches in driver mode, falling
+    /// back to generic mode where the driver refuses, and pins the new link.
+    /// Apply a policy first: the program filters from its first packet.
+    pub fn attach_pinned(
+        &mut self,
+        interface: &str,
+    ) -> Result<(AttachMode, AttachHow), FilterError> {
+        let pins = self
+            .pins
+            .clone()
+            .ok_or_else(|| FilterError::Pin("this filter was loaded without pins".into()))?;
+        let ifindex = bpfsys::ifindex(interface)
+            .ok_or_else(|| FilterError::NoSuchInterface(interface.to_string()))?;
+        if let Some((mode, path)) = pins.live_link(interface, ifindex)? {
+            let pinned = PinnedLink::from_pin(&path).map_err(|e| {
+                FilterError::Pin(format!("opening the pinned link {}: {e}", path.display()))
             })?;
-            link.pin(dir.join(format!("link_{interface}")))
-                .map_err(pin_error(format!("pinning the link on {interface}")))?;
+            let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| {
+                FilterError::Pin(format!("{} is not an XDP link: {e}", path.display()))
+            })?;
+            let id = self
+                .program()
+                .attach_to_link(link)
+                .map_err(|source| FilterError::Attach {
+                    interface: interface.to_string(),
+                    source,
+                })?;
+            // The pin keeps the link; this process only lends it the program.
+            let _ = self.program().take_link(id);
+            return Ok((mode, AttachHow::Adopted));
         }
-        Ok(())
+        let mode = self.attach(interface)?;
+        let (_, id) = self
+            .attachments
+            .pop()
+            .expect("attach recorded the attachment");
+        let link = self
+            .program()
+            .take_link(id)
+            .map_err(|e| FilterError::Pin(format!("{interface}: {e}")))?;
+        let link: FdLink = link.try_into().map_err(|e| {
+            FilterError::Pin(format!(
+                "{interface}: attached without a bpf_link ({e}); the kernel is too old to pin it"
+            ))
+        })?;
+        let path = pins.link_path(interface, mode);
+        link.pin(&path).map_err(|e| {
+            FilterError::Pin(format!(
+                "pinning the link on {interface} at {}: {e}",
+                path.display()
+            ))
+        })?;
+        Ok((mode, AttachHow::Attached))
+    }
+}
+
+/// Whether [`Filter::attach_pinned`] found the interface already filtered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachHow {
+    /// A new attachment.
+    Attached,
+    /// An earlier instance's pinned link, now running this program.
+    Adopted,
+}
+
+impl AttachHow {
+    pub const fn label(self) -> &'static str {
+        match self {
+            AttachHow::Attached => "attached",
+            AttachHow::Adopted => "adopted",
+        }
     }
 }
 
@@ -429,6 +563,10 @@ pub struct Counters {
 }
 
 impl Counters {
+    fn from_cells(cells: Vec<Counter>) -> Counters {
+        Counters { cells }
+    }
+
     /// Counters with the given value for every (reason, family) cell.
     pub fn from_fn(mut value: impl FnMut(Reason, Family) -> Counter) -> Counters {
         let mut cells = vec![Counter::default(); COUNTER_ENTRIES as usize];
