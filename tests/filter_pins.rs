@@ -42,11 +42,22 @@ impl Lab {
         run(
             "ip",
             &[
-                "-n", &lab.netns, "link", "add", &lab.interface, "type", "veth", "peer", "name",
+                "-n",
+                &lab.netns,
+                "link",
+                "add",
+                &lab.interface,
+                "type",
+                "veth",
+                "peer",
+                "name",
                 &peer,
             ],
         );
-        run("ip", &["-n", &lab.netns, "link", "set", &lab.interface, "up"]);
+        run(
+            "ip",
+            &["-n", &lab.netns, "link", "set", &lab.interface, "up"],
+        );
         run("ip", &["-n", &lab.netns, "link", "set", &peer, "up"]);
         lab
     }
@@ -70,7 +81,15 @@ impl Lab {
     /// The XDP program ids `ip -d link show` reports on the interface.
     fn xdp_program_ids(&self) -> Vec<u32> {
         let out = Command::new("ip")
-            .args(["-n", &self.netns, "-d", "link", "show", "dev", &self.interface])
+            .args([
+                "-n",
+                &self.netns,
+                "-d",
+                "link",
+                "show",
+                "dev",
+                &self.interface,
+            ])
             .output()
             .expect("ip link show");
         let text = String::from_utf8_lossy(&out.stdout);
@@ -87,7 +106,9 @@ impl Drop for Lab {
     fn drop(&mut self) {
         let _ = xdpgate::filter::detach_pinned(&self.pins);
         let _ = std::fs::remove_dir_all(&self.pins);
-        let _ = Command::new("ip").args(["netns", "del", &self.netns]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
     }
 }
 
@@ -173,7 +194,11 @@ fn a_restarted_filter_adopts_its_pins_and_a_mismatched_abi_is_replaced_in_place(
             1,
             "counters carry on"
         );
-        assert_eq!(filter.apply(&policy).expect("apply"), 2, "generation carries on");
+        assert_eq!(
+            filter.apply(&policy).expect("apply"),
+            2,
+            "generation carries on"
+        );
         let (_, how) = filter.attach_pinned(&lab.interface).expect("adopt");
         assert_eq!(how, AttachHow::Adopted);
     });
@@ -189,14 +214,24 @@ fn a_restarted_filter_adopts_its_pins_and_a_mismatched_abi_is_replaced_in_place(
 
     // The read-only view explains the live policy.
     let member = pinned
-        .explain(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 3)), Some(Transport::Tcp(8443)))
+        .explain(
+            IpAddr::V4(Ipv4Addr::new(198, 51, 100, 3)),
+            Some(Transport::Tcp(8443)),
+        )
         .unwrap();
     assert_eq!(member.port.unwrap().2, Reason::PassMember);
     assert_eq!(member.matched.unwrap().0.to_string(), "198.51.100.0/29");
     let outsider = pinned
-        .explain("::ffff:203.0.113.9".parse().unwrap(), Some(Transport::Tcp(8443)))
+        .explain(
+            "::ffff:203.0.113.9".parse().unwrap(),
+            Some(Transport::Tcp(8443)),
+        )
         .unwrap();
-    assert_eq!(outsider.source.to_string(), "203.0.113.9", "v4-mapped is judged as v4");
+    assert_eq!(
+        outsider.source.to_string(),
+        "203.0.113.9",
+        "v4-mapped is judged as v4"
+    );
     assert_eq!(outsider.port.unwrap().2, Reason::DropNotMemberTcp);
     let unbound = pinned
         .explain("203.0.113.9".parse().unwrap(), Some(Transport::Tcp(22)))
@@ -219,19 +254,30 @@ fn a_restarted_filter_adopts_its_pins_and_a_mismatched_abi_is_replaced_in_place(
         let mut filter = Filter::open_pinned(&layout).expect("open with a mismatched ABI");
         match filter.adoption() {
             Adoption::Replaced { reason } => {
-                assert!(reason.contains("ABI version 99"), "reason names the ABI: {reason}")
+                assert!(
+                    reason.contains("ABI version 99"),
+                    "reason names the ABI: {reason}"
+                )
             }
             other => panic!("expected the maps to be replaced, got {other:?}"),
         }
-        assert!(!filter.control().unwrap().armed(), "fresh maps start unarmed");
+        assert!(
+            !filter.control().unwrap().armed(),
+            "fresh maps start unarmed"
+        );
         filter.apply(&policy).expect("apply");
-        let (_, how) = filter.attach_pinned(&lab.interface).expect("swap into the link");
+        let (_, how) = filter
+            .attach_pinned(&lab.interface)
+            .expect("swap into the link");
         assert_eq!(how, AttachHow::Adopted, "the link was kept: no window");
         assert_eq!(send_syn(&mut filter, "203.0.113.9", 8443), XDP_DROP);
         assert_eq!(send_syn(&mut filter, "198.51.100.2", 8443), XDP_PASS);
     });
     let pinned = PinnedFilter::open(&lab.pins).unwrap();
-    assert_eq!(pinned.control().unwrap().abi_version, xdpgate_common::ABI_VERSION);
+    assert_eq!(
+        pinned.control().unwrap().abi_version,
+        xdpgate_common::ABI_VERSION
+    );
     assert_eq!(
         pinned
             .counters()
@@ -246,6 +292,9 @@ fn a_restarted_filter_adopts_its_pins_and_a_mismatched_abi_is_replaced_in_place(
     // detach takes it off the interface and removes every pin.
     let detached = xdpgate::filter::detach_pinned(&lab.pins).expect("detach");
     assert_eq!(detached.interfaces, vec![lab.interface.clone()]);
-    assert!(lab.xdp_program_ids().is_empty(), "no XDP program after detach");
+    assert!(
+        lab.xdp_program_ids().is_empty(),
+        "no XDP program after detach"
+    );
     assert!(!lab.pins.exists(), "pins removed");
 }

@@ -1,155 +1,513 @@
 //! The `xdpgate` command line: argument parsing and the commands themselves.
 //!
-//! At this stage `run` loads the filter with the embedded default policy
-//! (Cloudflare's ranges on TCP 80/443), prints the kernel's counters until
-//! interrupted, and removes the filter on exit unless asked to pin it. The
-//! long-running daemon with a config file replaces it later. Exit codes:
-//! 0 success, 1 runtime failure, 2 bad usage (clap's).
+//! `run` is the daemon ([`crate::daemon`]). Every other command reads the
+//! kernel's state through the pins (`--pin-dir`) and the daemon's last status
+//! (`--state-dir`), so it works whether or not the daemon is running, and
+//! never changes what is enforced, except `detach`, which removes it.
+//!
+//! Exit codes are stable; scripts may rely on them:
+//!
+//! | code | meaning |
+//! | --- | --- |
+//! | 0 | success; `check`: the packet would pass; `status`: healthy |
+//! | 1 | an error (message on stderr) |
+//! | 2 | bad usage (clap) |
+//! | 3 | no filter is pinned at the pin directory |
+//! | 4 | the config file is invalid |
+//! | 5 | `check`: the packet would be dropped |
+//! | 6 | `status`: degraded (daemon not running, not armed, an interface or set missing) |
 use std::{
     io::Write as _,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context as _, Result};
-use clap::{Parser, Subcommand};
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use xdpgate_common::{Reason, SetMask};
 
 use crate::{
-    cloudflare,
-    filter::{Counters, Filter},
-    policy,
+    config,
+    daemon::{self, RunOptions},
+    filter::{self, pins::Transport, Counters, FilterError, PinnedFilter},
+    status::{unix_now, DaemonStatus},
 };
 
-/// Where pins live. bpffs must be mounted at /sys/fs/bpf.
+/// Where pins live by default. bpffs must be mounted at /sys/fs/bpf.
 pub const PIN_DIR: &str = "/sys/fs/bpf/xdpgate";
+/// Where the daemon keeps last-known-good lists and its status by default.
+pub const STATE_DIR: &str = "/var/lib/xdpgate";
+
+/// Exit codes; see the module documentation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    Failure = 1,
+    NotPinned = 3,
+    BadConfig = 4,
+    Dropped = 5,
+    Degraded = 6,
+}
+
+impl Exit {
+    /// The exit code for an error: specific where the error is one scripts
+    /// care about.
+    pub fn for_error(error: &anyhow::Error) -> Exit {
+        if error
+            .chain()
+            .any(|e| e.downcast_ref::<config::ConfigError>().is_some())
+        {
+            Exit::BadConfig
+        } else if error.chain().any(|e| {
+            matches!(
+                e.downcast_ref::<FilterError>(),
+                Some(FilterError::NotPinned(_))
+            )
+        }) {
+            Exit::NotPinned
+        } else {
+            Exit::Failure
+        }
+    }
+}
 
 #[derive(Parser, Debug)]
 #[command(
     name = "xdpgate",
     version,
-    about = "XDP firewall for origins behind Cloudflare"
+    about = "XDP firewall and ingress for origin servers behind Cloudflare",
+    long_about = "XDP firewall and ingress for origin servers behind Cloudflare.\n\n\
+        Exit codes: 0 ok (check: would pass; status: healthy), 1 error, 2 usage, \
+        3 nothing pinned, 4 invalid config, 5 check: would be dropped, 6 status: degraded."
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct Locations {
+    /// The filter's pin directory (bpffs).
+    #[arg(long, default_value = PIN_DIR, global = true)]
+    pub pin_dir: PathBuf,
+    /// The daemon's state directory (status.json, last-known-good lists).
+    #[arg(long, default_value = STATE_DIR, global = true)]
+    pub state_dir: PathBuf,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Attach the filter with the embedded default policy (Cloudflare's ranges
-    /// may open connections to TCP 80 and 443; nothing else is filtered) and
-    /// print the kernel's counters until Ctrl-C.
+    /// Run the daemon: load or adopt the filter, keep the sets current,
+    /// serve /metrics, /healthz and /readyz. Without --config it runs the
+    /// embedded default (TCP 80 and 443 only from Cloudflare's ranges, on the
+    /// interface of the default route). SIGHUP or an edit of the config file
+    /// reloads it; SIGTERM and SIGINT stop the daemon and leave the filter in
+    /// force.
     Run(RunArgs),
-    /// Remove a filter left pinned by `run --pin`.
+    /// Show where the filter is attached, whether it is armed, the policy
+    /// generation and every set's size, source, age and last refresh.
+    Status {
+        #[command(flatten)]
+        locations: Locations,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the kernel's packet counters and per-second rates.
+    Stats {
+        #[command(flatten)]
+        locations: Locations,
+        /// Keep printing every --interval seconds until interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds over which rates are measured.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Print JSON (one object per line with --watch).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Say what the live kernel policy does with a connection attempt from
+    /// ADDRESS, and why. Exit code 0 if it would pass, 5 if dropped.
+    Check {
+        /// The source address.
+        address: IpAddr,
+        /// A TCP SYN to this destination port.
+        #[arg(long, conflicts_with = "udp")]
+        tcp: Option<u16>,
+        /// A UDP datagram to this destination port.
+        #[arg(long)]
+        udp: Option<u16>,
+        #[command(flatten)]
+        locations: Locations,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the sets as the kernel holds them in the active policy.
+    Sets {
+        /// Only this set.
+        name: Option<String>,
+        #[command(flatten)]
+        locations: Locations,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take the filter off every interface now and remove its pins.
     Detach {
-        /// Pin directory.
-        #[arg(long, default_value = PIN_DIR)]
-        pin_dir: PathBuf,
+        #[command(flatten)]
+        locations: Locations,
+    },
+    /// Config file tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate a config file exactly as `run` would; exit code 4 if invalid.
+    Check {
+        file: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Interface to attach to (repeatable). Default: the interface of the
-    /// default route.
+    /// The config file. Without it, the embedded default runs.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Interface to attach to (repeatable); overrides the config.
     #[arg(long = "interface", short = 'i')]
     pub interfaces: Vec<String>,
-    /// Seconds between counter reports.
-    #[arg(long, default_value_t = 1.0)]
-    pub interval: f64,
-    /// Leave the filter attached and pinned under --pin-dir on exit.
+    /// Overrides filter.pin_dir.
     #[arg(long)]
-    pub pin: bool,
-    #[arg(long, default_value = PIN_DIR)]
-    pub pin_dir: PathBuf,
+    pub pin_dir: Option<PathBuf>,
+    /// Overrides state_dir.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Overrides admin.listen.
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
 }
 
-pub async fn main(cli: Cli) -> Result<()> {
-    match cli.command {
-        Command::Run(args) => run(args).await,
-        Command::Detach { pin_dir } => detach(&pin_dir),
+/// The whole `xdpgate` process: parse the arguments, run the command, turn
+/// the outcome into an exit code. The binary's `main` is this.
+pub fn process_main() -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run(_)) {
+        // The daemon sets up logging from its config; the other commands
+        // only log warnings.
+        crate::logging::init("warn", crate::logging::LogFormat::Text);
     }
-}
-
-async fn run(args: RunArgs) -> Result<()> {
-    if !(args.interval > 0.0 && args.interval.is_finite()) {
-        bail!(
-            "--interval must be a positive number of seconds, not {}",
-            args.interval
-        );
-    }
-    let interfaces = if args.interfaces.is_empty() {
-        vec![default_route_interface()?]
-    } else {
-        args.interfaces.clone()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("xdpgate: error: starting the async runtime: {e}");
+            return ExitCode::from(Exit::Failure as u8);
+        }
     };
-    if args.pin && args.pin_dir.exists() {
-        bail!(
-            "{} already holds a pinned filter; remove it first with `xdpgate detach`",
-            args.pin_dir.display()
-        );
-    }
-
-    let compiled = policy::compile(&policy::cloudflare_default())
-        .context("compiling the embedded default policy")?;
-    let mut filter = Filter::load(args.pin.then_some(args.pin_dir.as_path()))?;
-    // Armed before it is attached: the first packet it sees is judged.
-    let generation = filter.apply(&compiled)?;
-    for interface in &interfaces {
-        let mode = filter.attach(interface)?;
-        println!("xdpgate: attached to {interface} ({} mode)", mode.label());
-    }
-    println!(
-        "xdpgate: policy generation {generation}: TCP 80,443 only from Cloudflare \
-         ({} IPv4 + {} IPv6 prefixes, snapshot {}); Ctrl-C to stop",
-        cloudflare::IPV4.len(),
-        cloudflare::IPV6.len(),
-        cloudflare::SNAPSHOT_DATE
-    );
-
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(args.interval));
-    let mut previous = (Instant::now(), filter.counters()?);
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {
-                let now = (Instant::now(), filter.counters()?);
-                print_counters(&now.1, &previous.1, now.0 - previous.0);
-                previous = now;
-            }
-            _ = tokio::signal::ctrl_c() => break,
-            _ = terminate.recv() => break,
+    match runtime.block_on(main(cli)) {
+        Ok(exit) => ExitCode::from(exit as u8),
+        Err(e) => {
+            eprintln!("xdpgate: error: {e:#}");
+            ExitCode::from(Exit::for_error(&e) as u8)
         }
     }
-
-    if args.pin {
-        filter.pin(&args.pin_dir)?;
-        println!(
-            "xdpgate: left attached and pinned under {}; `xdpgate detach` removes it",
-            args.pin_dir.display()
-        );
-    } else {
-        drop(filter);
-        println!("xdpgate: detached from {}", interfaces.join(", "));
-    }
-    Ok(())
 }
 
-fn print_counters(now: &Counters, before: &Counters, elapsed: Duration) {
+pub async fn main(cli: Cli) -> Result<Exit> {
+    match cli.command {
+        Command::Run(args) => {
+            daemon::run(RunOptions {
+                config: args.config,
+                interfaces: args.interfaces,
+                pin_dir: args.pin_dir,
+                state_dir: args.state_dir,
+                admin_listen: args.admin_listen,
+            })
+            .await?;
+            Ok(Exit::Ok)
+        }
+        Command::Status { locations, json } => status(&locations, json),
+        Command::Stats {
+            locations,
+            watch,
+            interval,
+            json,
+        } => stats(&locations, watch, interval, json).await,
+        Command::Check {
+            address,
+            tcp,
+            udp,
+            locations,
+            json,
+        } => {
+            let transport = tcp.map(Transport::Tcp).or(udp.map(Transport::Udp));
+            check(&locations, address, transport, json)
+        }
+        Command::Sets {
+            name,
+            locations,
+            json,
+        } => sets(&locations, name.as_deref(), json),
+        Command::Detach { locations } => detach(&locations),
+        Command::Config(ConfigCommand::Check { file, json }) => config_check(&file, json),
+    }
+}
+
+/// The daemon's last status, if it left one, and whether it still runs.
+fn daemon_status(state_dir: &Path) -> Option<(DaemonStatus, bool)> {
+    let status = DaemonStatus::read_from(state_dir).ok()?;
+    let running = process_is_xdpgate(status.pid);
+    Some((status, running))
+}
+
+/// Whether `pid` is a live xdpgate process (not another program that reused
+/// the pid, and not a zombie waiting to be reaped).
+fn process_is_xdpgate(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) state ...": comm may contain spaces, so split at the last ')'.
+    let Some((head, tail)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    let comm = head.split_once('(').map(|(_, c)| c).unwrap_or("");
+    let state = tail.split_whitespace().next().unwrap_or("");
+    comm.starts_with("xdpgate") && state != "Z" && state != "X"
+}
+
+fn ago(unix: u64) -> String {
+    if unix == 0 {
+        return "never".to_string();
+    }
+    let secs = unix_now().saturating_sub(unix);
+    let text = humantime::format_duration(Duration::from_secs(secs)).to_string();
+    let first = text.split(' ').take(2).collect::<Vec<_>>().join(" ");
+    format!("{first} ago")
+}
+
+fn mask_names(mask: SetMask, names: &[String]) -> Vec<String> {
+    (0..64)
+        .filter(|bit| mask & (1 << bit) != 0)
+        .map(|bit| {
+            names
+                .get(bit)
+                .cloned()
+                .unwrap_or_else(|| format!("set#{bit}"))
+        })
+        .collect()
+}
+
+fn print_json(value: &serde_json::Value) {
+    let _ = writeln!(std::io::stdout(), "{value}");
+}
+
+fn status(locations: &Locations, json: bool) -> Result<Exit> {
+    let pinned = PinnedFilter::open(&locations.pin_dir)?;
+    let control = pinned.control()?;
+    let links = pinned.links();
+    let daemon = daemon_status(&locations.state_dir);
+    let mut problems = Vec::new();
+    match &daemon {
+        None => problems.push(format!(
+            "no daemon status in {} (the daemon never ran with this state directory)",
+            locations.state_dir.display()
+        )),
+        Some((status, false)) => problems.push(format!(
+            "the daemon (pid {}) is not running; the filter stays in force but sets are not refreshed",
+            status.pid
+        )),
+        Some(_) => {}
+    }
+    if !control.armed() {
+        problems.push("the filter is not armed: it passes everything".to_string());
+    }
+    if links.is_empty() {
+        problems.push("the filter is not attached to any interface".to_string());
+    }
+    for link in links.iter().filter(|l| !l.live) {
+        problems.push(format!(
+            "the link on {} is no longer attached",
+            link.interface
+        ));
+    }
+    if let Some((status, _)) = &daemon {
+        for set in status.sets.iter().filter(|s| !s.loaded) {
+            problems.push(format!("set `{}` is not loaded", set.name));
+        }
+        if let Some(error) = &status.policy.last_error {
+            problems.push(format!("the last policy update was refused: {error}"));
+        }
+        if let Some(error) = &status.reloads.last_error {
+            problems.push(format!(
+                "the last config reload was refused, the previous config runs: {error}"
+            ));
+        }
+    }
+    let exit = if problems.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Degraded
+    };
+
+    if json {
+        print_json(&json!({
+            "healthy": problems.is_empty(),
+            "problems": problems,
+            "kernel": {
+                "armed": control.armed(),
+                "generation": control.generation,
+                "active_slot": control.active_slot(),
+                "abi_version": control.abi_version,
+            },
+            "links": links.iter().map(|l| json!({
+                "interface": l.interface, "mode": l.mode.label(), "live": l.live, "program_id": l.program_id,
+            })).collect::<Vec<_>>(),
+            "daemon": daemon.as_ref().map(|(s, running)| json!({"running": running, "status": s})),
+        }));
+        return Ok(exit);
+    }
+
+    let mut out = String::new();
+    match &daemon {
+        Some((s, running)) => out.push_str(&format!(
+            "daemon: xdpgate {}, pid {} {}, started {}, config {}\n",
+            s.version,
+            s.pid,
+            if *running { "running" } else { "NOT RUNNING" },
+            ago(s.started_at),
+            s.config_path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "embedded default".into()),
+        )),
+        None => out.push_str("daemon: no status found\n"),
+    }
+    out.push_str(&format!(
+        "filter: {}, policy generation {}{}\n",
+        if control.armed() {
+            "armed"
+        } else {
+            "NOT ARMED"
+        },
+        control.generation,
+        daemon
+            .as_ref()
+            .map(|(s, _)| format!(" (applied {})", ago(s.policy.applied_at)))
+            .unwrap_or_default()
+    ));
+    out.push_str("interfaces:\n");
+    for link in &links {
+        out.push_str(&format!(
+            "  {:<16} {:<8} {}\n",
+            link.interface,
+            link.mode.label(),
+            if link.live { "attached" } else { "DETACHED" }
+        ));
+    }
+    if let Some((s, _)) = &daemon {
+        out.push_str("sets:\n");
+        for set in &s.sets {
+            out.push_str(&format!(
+                "  {:<16} {:>7} prefixes  {}\n",
+                set.name,
+                set.size,
+                if set.loaded { "loaded" } else { "NOT LOADED" }
+            ));
+            for source in &set.sources {
+                out.push_str(&format!(
+                    "      {:<10} {:<40} {} entries from {}, obtained {}, last refresh {}: {}\n",
+                    source.kind,
+                    source.origin,
+                    source.entries,
+                    source.from,
+                    ago(source.obtained_at),
+                    ago(source.last_attempt_at),
+                    source.last_result
+                ));
+            }
+        }
+        out.push_str(&format!(
+            "reloads: {} ok, {} refused{}\n",
+            s.reloads.ok,
+            s.reloads.failed,
+            s.reloads
+                .last_error
+                .as_ref()
+                .map(|e| format!(" (last: {e})"))
+                .unwrap_or_default()
+        ));
+    }
+    for problem in &problems {
+        out.push_str(&format!("problem: {problem}\n"));
+    }
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    Ok(exit)
+}
+
+async fn stats(locations: &Locations, watch: bool, interval: f64, json: bool) -> Result<Exit> {
+    if !(interval > 0.0 && interval.is_finite()) {
+        bail!("--interval must be a positive number of seconds, not {interval}");
+    }
+    let pinned = PinnedFilter::open(&locations.pin_dir)?;
+    let period = Duration::from_secs_f64(interval);
+    let mut previous = (Instant::now(), pinned.counters()?);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(Exit::Ok),
+        }
+        let now = (Instant::now(), pinned.counters()?);
+        print_counters(&now.1, &previous.1, now.0 - previous.0, json);
+        if !watch {
+            return Ok(Exit::Ok);
+        }
+        previous = now;
+    }
+}
+
+fn print_counters(now: &Counters, before: &Counters, elapsed: Duration, json: bool) {
     let delta = now.since(before);
     let secs = elapsed.as_secs_f64().max(1e-3);
-    let mut out = String::new();
-    out.push_str(&format!(
+    if json {
+        print_json(&json!({
+            "at": unix_now(),
+            "interval_seconds": secs,
+            "passed_packets": now.passed_packets(),
+            "dropped_packets": now.dropped_packets(),
+            "passed_per_second": delta.passed_packets() as f64 / secs,
+            "dropped_per_second": delta.dropped_packets() as f64 / secs,
+            "counters": now.iter().map(|(reason, family, c)| json!({
+                "action": reason.action(), "reason": reason.label(), "family": family.label(),
+                "packets": c.packets, "bytes": c.bytes,
+                "packets_per_second": delta.get(reason, family).packets as f64 / secs,
+            })).collect::<Vec<_>>(),
+        }));
+        return;
+    }
+    let mut out = format!(
         "passed {} ({:.0}/s)  dropped {} ({:.0}/s)\n",
         now.passed_packets(),
         delta.passed_packets() as f64 / secs,
         now.dropped_packets(),
         delta.dropped_packets() as f64 / secs,
-    ));
+    );
     for (reason, family, counter) in now.iter().filter(|(_, _, c)| c.packets > 0) {
         let rate = delta.get(reason, family).packets as f64 / secs;
         out.push_str(&format!(
-            "  {:<4} {:<15} {:<5} {:>12} pkts {:>14} bytes {:>10.0}/s\n",
+            "  {:<4} {:<18} {:<5} {:>12} pkts {:>14} bytes {:>10.0}/s\n",
             reason.action(),
             reason.label(),
             family.label(),
@@ -161,18 +519,257 @@ fn print_counters(now: &Counters, before: &Counters, elapsed: Duration) {
     let _ = std::io::stdout().write_all(out.as_bytes());
 }
 
-fn detach(pin_dir: &Path) -> Result<()> {
-    if !pin_dir.exists() {
-        println!("xdpgate: nothing pinned at {}", pin_dir.display());
-        return Ok(());
+/// Set names for the kernel's bits, if the daemon's status describes the
+/// generation in force.
+fn set_names_for(state_dir: &Path, generation: u64) -> Vec<String> {
+    match daemon_status(state_dir) {
+        Some((status, _)) if status.policy.generation == generation => status.policy.set_names,
+        _ => Vec::new(),
     }
-    std::fs::remove_dir_all(pin_dir)
-        .with_context(|| format!("removing pins under {}", pin_dir.display()))?;
-    println!(
-        "xdpgate: removed {}; the filter is detached once no process holds it",
-        pin_dir.display()
-    );
-    Ok(())
+}
+
+fn check(
+    locations: &Locations,
+    address: IpAddr,
+    transport: Option<Transport>,
+    json: bool,
+) -> Result<Exit> {
+    let pinned = PinnedFilter::open(&locations.pin_dir)?;
+    let explanation = pinned.explain(address, transport)?;
+    let names = set_names_for(&locations.state_dir, explanation.generation);
+    let member_of = explanation
+        .matched
+        .map(|(_, mask)| mask_names(mask, &names))
+        .unwrap_or_default();
+    let denied_by = mask_names(explanation.denied_by, &names);
+    let verdict = explanation.port.map(|(_, _, reason)| reason);
+    let dropped = verdict
+        .map(Reason::is_drop)
+        .unwrap_or(explanation.denied_by != 0 && explanation.armed);
+    let transport_text = |t: Transport| match t {
+        Transport::Tcp(p) => format!("a TCP SYN to port {p}"),
+        Transport::Udp(p) => format!("a UDP datagram to port {p}"),
+    };
+    let why = match explanation.port {
+        None if !explanation.armed => "the filter is not armed: it passes everything".to_string(),
+        None if !denied_by.is_empty() => format!("it is in denied set(s) {}", denied_by.join(", ")),
+        None => "no port given (--tcp or --udp); membership shown above".to_string(),
+        Some((t, bound, reason)) => {
+            let bound_names = mask_names(bound, &names);
+            match reason {
+                Reason::PassUnarmed => "the filter is not armed: it passes everything".to_string(),
+                Reason::DropDeny => format!("it is in denied set(s) {}", denied_by.join(", ")),
+                Reason::PassUnboundPort => {
+                    format!("{} is not protected: no rule binds it", transport_text(t))
+                }
+                Reason::PassMember => format!(
+                    "{} is allowed from {}, and the source is a member",
+                    transport_text(t),
+                    bound_names.join(", ")
+                ),
+                _ => format!(
+                    "{} is allowed only from {}, and the source is in none of them",
+                    transport_text(t),
+                    bound_names.join(", ")
+                ),
+            }
+        }
+    };
+    if json {
+        print_json(&json!({
+            "source": explanation.source.to_string(),
+            "armed": explanation.armed,
+            "generation": explanation.generation,
+            "matched_prefix": explanation.matched.map(|(net, _)| net.to_string()),
+            "member_of": member_of,
+            "denied_by": denied_by,
+            "transport": explanation.port.map(|(t, _, _)| match t {
+                Transport::Tcp(p) => json!({"protocol": "tcp", "port": p}),
+                Transport::Udp(p) => json!({"protocol": "udp", "port": p}),
+            }),
+            "action": if dropped { "drop" } else { "pass" },
+            "reason": verdict.map(Reason::label),
+            "why": why,
+        }));
+    } else {
+        let mut out = format!(
+            "{}: {}\n",
+            explanation.source,
+            match explanation.matched {
+                Some((net, _)) => format!("in {} via {net}", member_of.join(", ")),
+                None => "in no set".to_string(),
+            }
+        );
+        out.push_str(&format!(
+            "verdict: {}{} ({why})\n",
+            if dropped { "DROP" } else { "PASS" },
+            verdict
+                .map(|r| format!(" [{}]", r.label()))
+                .unwrap_or_default()
+        ));
+        let _ = std::io::stdout().write_all(out.as_bytes());
+    }
+    Ok(if dropped { Exit::Dropped } else { Exit::Ok })
+}
+
+fn sets(locations: &Locations, only: Option<&str>, json: bool) -> Result<Exit> {
+    let pinned = PinnedFilter::open(&locations.pin_dir)?;
+    let control = pinned.control()?;
+    let slot = control.active_slot();
+    let names = set_names_for(&locations.state_dir, control.generation);
+    if names.is_empty() {
+        tracing::warn!(
+            "no daemon status for generation {}; sets are shown by bit number",
+            control.generation
+        );
+    }
+    let prefixes = pinned.prefixes(slot)?;
+    let (tcp, udp) = pinned.bound_ports(slot)?;
+    let bits = prefixes.iter().fold(0, |acc, (_, m)| acc | m)
+        | tcp.values().fold(0, |acc, m| acc | m)
+        | udp.values().fold(0, |acc, m| acc | m);
+    let mut listed = Vec::new();
+    for bit in (0..64).filter(|b| bits & (1u64 << b) != 0) {
+        let name = names
+            .get(bit)
+            .cloned()
+            .unwrap_or_else(|| format!("set#{bit}"));
+        if only.is_some_and(|o| o != name) {
+            continue;
+        }
+        let members: Vec<String> = prefixes
+            .iter()
+            .filter(|(_, m)| m & (1u64 << bit) != 0)
+            .map(|(net, _)| net.to_string())
+            .collect();
+        let ports = |map: &std::collections::BTreeMap<u16, SetMask>| {
+            map.iter()
+                .filter(|(_, m)| *m & (1u64 << bit) != 0)
+                .map(|(p, _)| *p)
+                .collect::<Vec<u16>>()
+        };
+        listed.push((name, members, ports(&tcp), ports(&udp)));
+    }
+    if let Some(only) = only {
+        if listed.is_empty() {
+            bail!("the kernel's active policy has no set named `{only}`");
+        }
+    }
+    if json {
+        print_json(&json!({
+            "generation": control.generation,
+            "sets": listed.iter().map(|(name, members, tcp, udp)| json!({
+                "name": name, "prefixes": members, "tcp_ports": tcp, "udp_ports": udp,
+            })).collect::<Vec<_>>(),
+        }));
+    } else {
+        let mut out = format!("policy generation {}\n", control.generation);
+        for (name, members, tcp, udp) in &listed {
+            out.push_str(&format!(
+                "{name}: {} prefixes; tcp {}; udp {}\n",
+                members.len(),
+                ports_text(tcp),
+                ports_text(udp)
+            ));
+            for member in members {
+                out.push_str(&format!("  {member}\n"));
+            }
+        }
+        let _ = std::io::stdout().write_all(out.as_bytes());
+    }
+    Ok(Exit::Ok)
+}
+
+/// `80,443,30000-32767`: consecutive ports folded into ranges.
+fn ports_text(ports: &[u16]) -> String {
+    if ports.is_empty() {
+        return "-".to_string();
+    }
+    let mut parts: Vec<String> = Vec::new();
+    let mut start = ports[0];
+    let mut end = ports[0];
+    for &port in &ports[1..] {
+        if port == end.wrapping_add(1) {
+            end = port;
+            continue;
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        start = port;
+        end = port;
+    }
+    parts.push(if start == end {
+        start.to_string()
+    } else {
+        format!("{start}-{end}")
+    });
+    parts.join(",")
+}
+
+fn detach(locations: &Locations) -> Result<Exit> {
+    if let Some((status, true)) = daemon_status(&locations.state_dir) {
+        eprintln!(
+            "xdpgate: warning: the daemon (pid {}) is still running; stop it too, or its next \
+             restart will attach the filter again",
+            status.pid
+        );
+    }
+    let detached = filter::detach_pinned(&locations.pin_dir)?;
+    if !detached.removed_dir {
+        println!("xdpgate: nothing pinned at {}", locations.pin_dir.display());
+        return Ok(Exit::NotPinned);
+    }
+    if detached.interfaces.is_empty() {
+        println!(
+            "xdpgate: removed the pins under {}",
+            locations.pin_dir.display()
+        );
+    } else {
+        println!(
+            "xdpgate: detached from {} and removed the pins under {}",
+            detached.interfaces.join(", "),
+            locations.pin_dir.display()
+        );
+    }
+    Ok(Exit::Ok)
+}
+
+fn config_check(file: &Path, json: bool) -> Result<Exit> {
+    match config::load(file) {
+        Ok(config) => {
+            let interfaces = if config.filter.interfaces.is_empty() {
+                "the default-route interface".to_string()
+            } else {
+                config.filter.interfaces.join(", ")
+            };
+            if json {
+                print_json(&json!({"file": file.display().to_string(), "valid": true}));
+            } else {
+                println!(
+                    "{}: ok ({} sets, {} allow rules, {} denied sets, on {interfaces})",
+                    file.display(),
+                    config.filter.sets.len(),
+                    config.filter.allow.len(),
+                    config.filter.deny.len(),
+                );
+            }
+            Ok(Exit::Ok)
+        }
+        Err(e) => {
+            if json {
+                print_json(&json!({
+                    "file": file.display().to_string(), "valid": false, "error": e.to_string(),
+                    "line": e.line, "key": e.key,
+                }));
+            } else {
+                eprintln!("xdpgate: {e}");
+            }
+            Ok(Exit::BadConfig)
+        }
+    }
 }
 
 /// The interface that carries the IPv4 (or else IPv6) default route.

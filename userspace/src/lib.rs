@@ -5,6 +5,7 @@ pub mod admin;
 pub mod cli;
 pub mod cloudflare;
 pub mod config;
+pub mod daemon;
 pub mod filter;
 pub mod logging;
 pub mod metrics;

@@ -34,10 +34,11 @@ enum Task {
         #[arg(long)]
         release: bool,
     },
-    /// Setup, a release build, then `xdpgate run ARGS...`: attach the filter with
-    /// the embedded Cloudflare default and print counters until Ctrl-C.
+    /// Setup, a release build, then `xdpgate run ARGS...`: the daemon, with the
+    /// embedded default config (Cloudflare's ranges on TCP 80/443) unless
+    /// `-- --config FILE` names one. Ctrl-C stops it and leaves the filter in force.
     Run {
-        /// Arguments for `xdpgate run`, after `--` (e.g. `-- --interface eth0 --pin`).
+        /// Arguments for `xdpgate run`, after `--` (e.g. `-- --interface eth0` or `-- --config my.yaml`).
         #[arg(last = true)]
         args: Vec<String>,
     },
@@ -110,10 +111,18 @@ mod tests {
 
     #[test]
     fn arguments_after_the_separator_pass_through_untouched() {
-        let cli = Cli::try_parse_from(["xtask", "run", "--", "--interface", "eth0", "--pin"])
-            .expect("parses");
+        let cli = Cli::try_parse_from([
+            "xtask",
+            "run",
+            "--",
+            "--interface",
+            "eth0",
+            "--config",
+            "x.yaml",
+        ])
+        .expect("parses");
         match cli.command {
-            Task::Run { args } => assert_eq!(args, ["--interface", "eth0", "--pin"]),
+            Task::Run { args } => assert_eq!(args, ["--interface", "eth0", "--config", "x.yaml"]),
             other => panic!("parsed as {other:?}"),
         }
         let cli = Cli::try_parse_from(["xtask", "test", "--no-lint", "--", "--test-threads=2"])

@@ -81,7 +81,11 @@ impl PinLayout {
     }
 
     pub fn create_dirs(&self) -> Result<(), FilterError> {
-        for dir in [self.maps_dir(), self.links_dir(AttachMode::Driver), self.links_dir(AttachMode::Generic)] {
+        for dir in [
+            self.maps_dir(),
+            self.links_dir(AttachMode::Driver),
+            self.links_dir(AttachMode::Generic),
+        ] {
             fs::create_dir_all(&dir).map_err(pin_error(format!("creating {}", dir.display())))?;
         }
         Ok(())
@@ -106,9 +110,12 @@ impl PinLayout {
                     })
                 }
             };
-            let pinned = MapShape::of(&shape.name, &data.info().map_err(|e| {
-                FilterError::Pin(format!("reading pinned map {}: {e}", shape.name))
-            })?)?;
+            let pinned = MapShape::of(
+                &shape.name,
+                &data.info().map_err(|e| {
+                    FilterError::Pin(format!("reading pinned map {}: {e}", shape.name))
+                })?,
+            )?;
             if let Some(difference) = shape.difference(&pinned) {
                 return Ok(Adoption::Replaced { reason: difference });
             }
@@ -117,9 +124,9 @@ impl PinLayout {
                     Map::from_map_data(data).map_err(|e| FilterError::Pin(e.to_string()))?,
                 )
                 .map_err(|e| FilterError::Pin(e.to_string()))?;
-                let word = control
-                    .get(&0, 0)
-                    .map_err(|e| FilterError::Pin(format!("reading the pinned control word: {e}")))?;
+                let word = control.get(&0, 0).map_err(|e| {
+                    FilterError::Pin(format!("reading the pinned control word: {e}"))
+                })?;
                 if word.abi_version != 0 && word.abi_version != ABI_VERSION {
                     return Ok(Adoption::Replaced {
                         reason: format!(
@@ -130,7 +137,11 @@ impl PinLayout {
                 }
             }
         }
-        Ok(if found_any { Adoption::Reused } else { Adoption::Fresh })
+        Ok(if found_any {
+            Adoption::Reused
+        } else {
+            Adoption::Fresh
+        })
     }
 
     /// Unpins every map. A program that is attached keeps the maps it holds.
@@ -149,9 +160,9 @@ impl PinLayout {
         if path.exists() {
             fs::remove_file(&path).map_err(pin_error(format!("unpinning {}", path.display())))?;
         }
-        program
-            .pin(&path)
-            .map_err(|e| FilterError::Pin(format!("pinning the program at {}: {e}", path.display())))
+        program.pin(&path).map_err(|e| {
+            FilterError::Pin(format!("pinning the program at {}: {e}", path.display()))
+        })
     }
 
     /// Every link pinned under `links/`.
@@ -181,7 +192,11 @@ impl PinLayout {
         interface: &str,
         ifindex: u32,
     ) -> Result<Option<(AttachMode, PathBuf)>, FilterError> {
-        for entry in self.pinned_links().into_iter().filter(|l| l.interface == interface) {
+        for entry in self
+            .pinned_links()
+            .into_iter()
+            .filter(|l| l.interface == interface)
+        {
             let fd = bpfsys::obj_get(&entry.path)
                 .map_err(pin_error(format!("opening {}", entry.path.display())))?;
             let info = bpfsys::link_info(&fd)
@@ -280,9 +295,27 @@ impl MapShape {
             })
         };
         field("type", self.map_type.clone(), pinned.map_type.clone())
-            .or_else(|| field("key size", self.key_size.to_string(), pinned.key_size.to_string()))
-            .or_else(|| field("value size", self.value_size.to_string(), pinned.value_size.to_string()))
-            .or_else(|| field("max entries", self.max_entries.to_string(), pinned.max_entries.to_string()))
+            .or_else(|| {
+                field(
+                    "key size",
+                    self.key_size.to_string(),
+                    pinned.key_size.to_string(),
+                )
+            })
+            .or_else(|| {
+                field(
+                    "value size",
+                    self.value_size.to_string(),
+                    pinned.value_size.to_string(),
+                )
+            })
+            .or_else(|| {
+                field(
+                    "max entries",
+                    self.max_entries.to_string(),
+                    pinned.max_entries.to_string(),
+                )
+            })
     }
 }
 
@@ -309,6 +342,9 @@ pub struct LinkState {
     pub live: bool,
     pub program_id: u32,
 }
+
+/// Bound ports of a slot: destination port -> sets allowed, TCP then UDP.
+pub type BoundPorts = (BTreeMap<u16, SetMask>, BTreeMap<u16, SetMask>);
 
 /// The transport a `check` asks about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -343,8 +379,11 @@ macro_rules! open_pinned_map {
                 path.display()
             ))
         })?;
-        let map = Map::from_map_data(data).map_err(|e| FilterError::Pin(format!("{}: {e}", path.display())))?;
-        map.try_into().map_err(|e: aya::maps::MapError| FilterError::Pin(format!("{}: {e}", path.display())))?
+        let map = Map::from_map_data(data)
+            .map_err(|e| FilterError::Pin(format!("{}: {e}", path.display())))?;
+        map.try_into().map_err(|e: aya::maps::MapError| {
+            FilterError::Pin(format!("{}: {e}", path.display()))
+        })?
     }};
 }
 
@@ -359,8 +398,14 @@ impl PinnedFilter {
             slot_options: open_pinned_map!(layout, maps::SLOT_OPTIONS),
             tcp_ports: open_pinned_map!(layout, maps::TCP_PORTS),
             udp_ports: open_pinned_map!(layout, maps::UDP_PORTS),
-            v4: [open_pinned_map!(layout, maps::V4_SLOT0), open_pinned_map!(layout, maps::V4_SLOT1)],
-            v6: [open_pinned_map!(layout, maps::V6_SLOT0), open_pinned_map!(layout, maps::V6_SLOT1)],
+            v4: [
+                open_pinned_map!(layout, maps::V4_SLOT0),
+                open_pinned_map!(layout, maps::V4_SLOT1),
+            ],
+            v6: [
+                open_pinned_map!(layout, maps::V6_SLOT0),
+                open_pinned_map!(layout, maps::V6_SLOT1),
+            ],
             counters: open_pinned_map!(layout, maps::COUNTERS),
             layout,
         })
@@ -371,9 +416,10 @@ impl PinnedFilter {
     }
 
     pub fn control(&self) -> Result<Control, FilterError> {
-        self.control
-            .get(&0, 0)
-            .map_err(|source| FilterError::Map { map: maps::CONTROL, source })
+        self.control.get(&0, 0).map_err(|source| FilterError::Map {
+            map: maps::CONTROL,
+            source,
+        })
     }
 
     pub fn counters(&self) -> Result<Counters, FilterError> {
@@ -386,7 +432,9 @@ impl PinnedFilter {
             .pinned_links()
             .into_iter()
             .map(|entry| {
-                let info = bpfsys::obj_get(&entry.path).and_then(|fd| bpfsys::link_info(&fd)).ok();
+                let info = bpfsys::obj_get(&entry.path)
+                    .and_then(|fd| bpfsys::link_info(&fd))
+                    .ok();
                 LinkState {
                     live: info.is_some_and(|i| i.xdp_ifindex.is_some_and(|index| index != 0)),
                     program_id: info.map(|i| i.program_id).unwrap_or(0),
@@ -400,11 +448,14 @@ impl PinnedFilter {
     pub fn options(&self, slot: u32) -> Result<SlotOptions, FilterError> {
         self.slot_options
             .get(&slot, 0)
-            .map_err(|source| FilterError::Map { map: maps::SLOT_OPTIONS, source })
+            .map_err(|source| FilterError::Map {
+                map: maps::SLOT_OPTIONS,
+                source,
+            })
     }
 
     /// The bound ports of a slot: port -> sets allowed, for TCP and UDP.
-    pub fn bound_ports(&self, slot: u32) -> Result<(BTreeMap<u16, SetMask>, BTreeMap<u16, SetMask>), FilterError> {
+    pub fn bound_ports(&self, slot: u32) -> Result<BoundPorts, FilterError> {
         let read = |array: &Array<MapData, SetMask>, name: &'static str| {
             let mut bound = BTreeMap::new();
             for port in 0..=u16::MAX {
@@ -417,7 +468,10 @@ impl PinnedFilter {
             }
             Ok::<_, FilterError>(bound)
         };
-        Ok((read(&self.tcp_ports, maps::TCP_PORTS)?, read(&self.udp_ports, maps::UDP_PORTS)?))
+        Ok((
+            read(&self.tcp_ports, maps::TCP_PORTS)?,
+            read(&self.udp_ports, maps::UDP_PORTS)?,
+        ))
     }
 
     /// Every prefix of a slot with its set mask, IPv4 first, in address order.
@@ -425,13 +479,19 @@ impl PinnedFilter {
         let slot = slot as usize & 1;
         let mut out = Vec::new();
         for item in self.v4[slot].iter() {
-            let (key, mask) = item.map_err(|source| FilterError::Map { map: maps::V4_SLOT0, source })?;
+            let (key, mask) = item.map_err(|source| FilterError::Map {
+                map: maps::V4_SLOT0,
+                source,
+            })?;
             if let Ok(net) = Ipv4Net::new(key.data().into(), key.prefix_len() as u8) {
                 out.push((IpNet::V4(net), mask));
             }
         }
         for item in self.v6[slot].iter() {
-            let (key, mask) = item.map_err(|source| FilterError::Map { map: maps::V6_SLOT0, source })?;
+            let (key, mask) = item.map_err(|source| FilterError::Map {
+                map: maps::V6_SLOT0,
+                source,
+            })?;
             if let Ok(net) = Ipv6Net::new(key.data().into(), key.prefix_len() as u8) {
                 out.push((IpNet::V6(net), mask));
             }
@@ -445,9 +505,16 @@ impl PinnedFilter {
     /// port, membership. The set mask comes from the kernel's own
     /// longest-prefix lookup; the prefix shown is the longest one in the
     /// slot that covers the address.
-    pub fn explain(&self, source: IpAddr, transport: Option<Transport>) -> Result<Explanation, FilterError> {
+    pub fn explain(
+        &self,
+        source: IpAddr,
+        transport: Option<Transport>,
+    ) -> Result<Explanation, FilterError> {
         let source = match source {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6)),
             v4 => v4,
         };
         let control = self.control()?;
@@ -508,18 +575,26 @@ impl PinnedFilter {
         match found {
             Ok(mask) => Ok(mask),
             Err(aya::maps::MapError::KeyNotFound) => Ok(0),
-            Err(source) => Err(FilterError::Map { map: maps::V4_SLOT0, source }),
+            Err(source) => Err(FilterError::Map {
+                map: maps::V4_SLOT0,
+                source,
+            }),
         }
     }
 }
 
 /// Counters are read the same way from a loaded filter and from pins.
-pub(super) fn sum_counters(counters: &PerCpuArray<MapData, Counter>) -> Result<Counters, FilterError> {
+pub(super) fn sum_counters(
+    counters: &PerCpuArray<MapData, Counter>,
+) -> Result<Counters, FilterError> {
     let mut cells = vec![Counter::default(); COUNTER_ENTRIES as usize];
     for (index, cell) in cells.iter_mut().enumerate() {
         let per_cpu = counters
             .get(&(index as u32), 0)
-            .map_err(|source| FilterError::Map { map: maps::COUNTERS, source })?;
+            .map_err(|source| FilterError::Map {
+                map: maps::COUNTERS,
+                source,
+            })?;
         for value in per_cpu.iter() {
             cell.packets += value.packets;
             cell.bytes += value.bytes;

@@ -227,7 +227,8 @@ pub fn compile(spec: &PolicySpec) -> Result<CompiledPolicy, PolicyError> {
         } else {
             Err(PolicyError::UnknownSet {
                 set: set.to_string(),
-                suggestion: closest_name(set, spec.sets.keys()),
+                suggestion: closest_name(set, spec.sets.keys().map(String::as_str))
+                    .map(str::to_string),
                 place,
             })
         }
@@ -364,13 +365,14 @@ fn close_over_covering<N: Copy + Ord>(
     closed
 }
 
-/// The defined name nearest to a misspelt one, when it is close enough to be a typo.
-fn closest_name<'a>(wanted: &str, names: impl Iterator<Item = &'a String>) -> Option<String> {
+/// The candidate nearest to a misspelt name, when it is close enough to be a
+/// typo. Used for set names here and for keys in the config reader.
+pub fn closest_name<'n>(wanted: &str, names: impl Iterator<Item = &'n str>) -> Option<&'n str> {
     names
         .map(|n| (edit_distance(wanted, n), n))
-        .filter(|(d, n)| *d <= 2.max(n.len() / 4))
+        .filter(|(d, n)| *d <= 2.max(n.len() / 4) && *d < wanted.len().max(1))
         .min()
-        .map(|(_, n)| n.clone())
+        .map(|(_, n)| n)
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {

@@ -1,10 +1,35 @@
 //! The sets subsystem: named address sets built from inline CIDRs, files and
 //! Cloudflare's published ranges, kept current and validated before use.
 //!
-//! (Being written. The spec types below are the contract with `config`.)
-use std::{path::PathBuf, time::Duration};
+//! [`SetsService`] loads every source once, then keeps files polled and the
+//! Cloudflare list refreshed in background tasks. A new list from a file or
+//! the API replaces the one in force only if it parses, is not empty and does
+//! not shrink the source beyond the set's `max_shrink`; accepted lists are
+//! persisted as last-known-good under `<state_dir>/sets/` and used after a
+//! restart when the source cannot produce a valid list. Every change of
+//! contents or status is published as a new [`SetsSnapshot`] on a watch
+//! channel. Compiling sets into the kernel's maps is `policy`'s job, and
+//! rendering the counters as metrics is `metrics`' job, not this module's.
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use ipnet::IpNet;
+
+use crate::status::SetStatus;
+
+mod api;
+mod file;
+mod parse;
+mod service;
+mod source;
+mod store;
+#[cfg(test)]
+mod tests;
+
+pub use parse::{normalise, parse_set_file, SetFileError};
+pub use service::SetsService;
+pub use store::LKG_DIR;
+
+use service::SourceHandle;
 
 /// Cloudflare's address-list endpoint.
 pub const CLOUDFLARE_URL: &str = "https://api.cloudflare.com/client/v4/ips";
@@ -53,5 +78,39 @@ impl Default for CloudflareSpec {
             timeout: Duration::from_secs(10),
             ca_file: None,
         }
+    }
+}
+
+/// The contents and status of every set at one moment.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SetsSnapshot {
+    pub sets: BTreeMap<String, LoadedSet>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LoadedSet {
+    /// The union of the sources' lists in force: sorted, deduplicated, host
+    /// bits cleared.
+    pub prefixes: Vec<IpNet>,
+    pub status: SetStatus,
+}
+
+impl SetsSnapshot {
+    /// The prefixes of every loaded set; a set with a source that has not
+    /// produced a list yet is left out (it is not enforced).
+    pub fn contents(&self) -> BTreeMap<String, Vec<IpNet>> {
+        self.sets
+            .iter()
+            .filter(|(_, set)| set.status.loaded)
+            .map(|(name, set)| (name.clone(), set.prefixes.clone()))
+            .collect()
+    }
+
+    pub fn statuses(&self) -> Vec<SetStatus> {
+        self.sets.values().map(|set| set.status.clone()).collect()
+    }
+
+    pub fn all_loaded(&self) -> bool {
+        self.sets.values().all(|set| set.status.loaded)
     }
 }

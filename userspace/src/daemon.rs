@@ -1,0 +1,501 @@
+//! `xdpgate run`: the long-running daemon that ties the subsystems together.
+//!
+//! It reads the config, starts the sets, opens (or adopts) the pinned filter,
+//! applies the first policy, and only then puts the program on the
+//! interfaces, so the first packet it sees is judged by a real policy. After
+//! that it is a reconcile loop: a new set list, a SIGHUP or an edited config
+//! file each lead to a recompiled policy written into the inactive slot and
+//! flipped in one write. Anything invalid is refused and reported, and the
+//! policy in force stays. SIGTERM and SIGINT end the process but leave the
+//! filter attached and pinned; `xdpgate detach` removes it.
+//!
+//! The proxy will run beside the filter in this process; it is not part of
+//! this module.
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use anyhow::{Context as _, Result};
+use ipnet::IpNet;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::{
+    admin::{self, AdminSource},
+    config::{self, Config},
+    filter::{AttachMode, Counters, Filter, PinLayout, PinnedFilter},
+    policy,
+    sets::SetsService,
+    status::{unix_now, DaemonStatus, InterfaceStatus},
+};
+
+/// What `xdpgate run` was asked on its command line. Each `Some` overrides
+/// the config file.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// The config file; `None` runs the embedded default.
+    pub config: Option<PathBuf>,
+    pub interfaces: Vec<String>,
+    pub pin_dir: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub admin_listen: Option<SocketAddr>,
+}
+
+/// The parts of the config that can only change with a restart.
+#[derive(Clone, Debug, PartialEq)]
+struct Fixed {
+    pin_dir: PathBuf,
+    state_dir: PathBuf,
+    admin_listen: SocketAddr,
+}
+
+/// Loads the config named by `options` (or the embedded default) and applies
+/// the command-line overrides.
+pub fn load_config(options: &RunOptions) -> Result<Config, config::ConfigError> {
+    let mut config = match &options.config {
+        Some(path) => config::load(path)?,
+        None => config::embedded_default(),
+    };
+    if !options.interfaces.is_empty() {
+        config.filter.interfaces = options.interfaces.clone();
+    }
+    if let Some(dir) = &options.pin_dir {
+        config.filter.pin_dir = dir.clone();
+    }
+    if let Some(dir) = &options.state_dir {
+        config.state_dir = dir.clone();
+    }
+    if let Some(listen) = options.admin_listen {
+        config.admin.listen = listen;
+    }
+    Ok(config)
+}
+
+/// The interfaces to filter: the configured ones, or the one that carries
+/// the default route.
+fn resolve_interfaces(config: &Config) -> Result<Vec<String>> {
+    if config.filter.interfaces.is_empty() {
+        Ok(vec![crate::cli::default_route_interface()?])
+    } else {
+        Ok(config.filter.interfaces.clone())
+    }
+}
+
+/// State shared with the admin listener.
+struct Shared {
+    status: Mutex<DaemonStatus>,
+    pinned: Mutex<Option<PinnedFilter>>,
+    pin_dir: PathBuf,
+}
+
+impl Shared {
+    fn update(&self, state_dir: &Path, change: impl FnOnce(&mut DaemonStatus)) {
+        let snapshot = {
+            let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+            change(&mut status);
+            status.updated_at = unix_now();
+            status.clone()
+        };
+        if let Err(e) = snapshot.write_to(state_dir) {
+            tracing::warn!(
+                "cannot write {}: {e}; `xdpgate status` will be out of date",
+                DaemonStatus::path_in(state_dir).display()
+            );
+        }
+    }
+
+    fn with_pinned<T>(&self, read: impl FnOnce(&PinnedFilter) -> Option<T>) -> Option<T> {
+        let mut pinned = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
+        if pinned.is_none() {
+            *pinned = PinnedFilter::open(&self.pin_dir).ok();
+        }
+        pinned.as_ref().and_then(read)
+    }
+}
+
+impl AdminSource for Shared {
+    fn status(&self) -> DaemonStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn counters(&self) -> Option<Counters> {
+        self.with_pinned(|p| p.counters().ok())
+    }
+
+    fn readiness(&self) -> Result<(), Vec<String>> {
+        let status = self.status();
+        let mut missing = Vec::new();
+        let armed = self
+            .with_pinned(|p| p.control().ok())
+            .is_some_and(|c| c.armed());
+        if !armed {
+            missing.push("the filter is not armed".to_string());
+        }
+        let links = self.with_pinned(|p| Some(p.links())).unwrap_or_default();
+        for interface in &status.interfaces {
+            if !links
+                .iter()
+                .any(|l| l.interface == interface.name && l.live)
+            {
+                missing.push(format!("not attached to {}", interface.name));
+            }
+        }
+        if status.interfaces.is_empty() {
+            missing.push("not attached to any interface yet".to_string());
+        }
+        for set in status.sets.iter().filter(|s| !s.loaded) {
+            missing.push(format!("set `{}` is not loaded", set.name));
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(missing)
+        }
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(options: RunOptions) -> Result<()> {
+    let mut config = load_config(&options)?;
+    crate::logging::init(&config.log.level, config.log.format);
+    let fixed = Fixed {
+        pin_dir: config.filter.pin_dir.clone(),
+        state_dir: config.state_dir.clone(),
+        admin_listen: config.admin.listen,
+    };
+    match &options.config {
+        Some(path) => {
+            tracing::info!(config = %path.display(), "xdpgate {} starting", env!("CARGO_PKG_VERSION"))
+        }
+        None => tracing::info!(
+            "xdpgate {} starting with the embedded default config",
+            env!("CARGO_PKG_VERSION")
+        ),
+    }
+
+    let shared = Arc::new(Shared {
+        status: Mutex::new(DaemonStatus {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: unix_now(),
+            config_path: options.config.clone(),
+            pin_dir: fixed.pin_dir.clone(),
+            ..DaemonStatus::default()
+        }),
+        pinned: Mutex::new(None),
+        pin_dir: fixed.pin_dir.clone(),
+    });
+
+    // Admin first, so /healthz answers and /readyz explains while the rest
+    // comes up.
+    let listener = tokio::net::TcpListener::bind(fixed.admin_listen)
+        .await
+        .with_context(|| format!("binding the admin listener on {}", fixed.admin_listen))?;
+    tracing::info!("admin listener on http://{}", listener.local_addr()?);
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_task = tokio::spawn(admin::serve(
+        listener,
+        shared.clone() as Arc<dyn AdminSource>,
+        async move {
+            let _ = admin_stopped.await;
+        },
+    ));
+
+    let sets = SetsService::start(
+        config.filter.sets.clone(),
+        fixed.state_dir.clone(),
+        config.watch_interval,
+    )
+    .await;
+    let mut set_updates = sets.subscribe();
+
+    let layout = PinLayout::new(&fixed.pin_dir);
+    let filter = Filter::open_pinned(&layout)?;
+    match filter.adoption() {
+        crate::filter::Adoption::Reused => tracing::info!(
+            "adopted the maps pinned under {}: counters and the policy in force carry on",
+            layout.maps_dir().display()
+        ),
+        crate::filter::Adoption::Fresh => {
+            tracing::info!(
+                "no filter pinned under {}; starting fresh",
+                layout.root().display()
+            )
+        }
+        crate::filter::Adoption::Replaced { reason } => tracing::warn!(
+            "replaced the pinned maps under {} ({reason})",
+            layout.maps_dir().display()
+        ),
+        crate::filter::Adoption::Private => {}
+    }
+
+    let mut daemon = Daemon {
+        filter,
+        layout,
+        shared: shared.clone(),
+        state_dir: fixed.state_dir.clone(),
+        applied: None,
+        attached: false,
+        last_attach: std::time::Instant::now(),
+    };
+    let mut config_stamp = options.config.as_deref().and_then(file_stamp);
+    let mut interfaces = resolve_interfaces(&config)?;
+    daemon.sets_changed(&config, &sets, &interfaces);
+
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut watch = tokio::time::interval(config.watch_interval);
+    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let reload = tokio::select! {
+            changed = set_updates.changed() => {
+                if changed.is_err() {
+                    anyhow::bail!("the sets subsystem stopped");
+                }
+                daemon.sets_changed(&config, &sets, &interfaces);
+                false
+            }
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading the config and refreshing every set");
+                sets.refresh_now();
+                true
+            }
+            _ = watch.tick() => {
+                let stamp = options.config.as_deref().and_then(file_stamp);
+                let changed = stamp != config_stamp;
+                config_stamp = stamp;
+                if changed {
+                    tracing::info!("the config file changed; reloading");
+                }
+                daemon.retry_attach(&interfaces);
+                changed
+            }
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        };
+        if reload {
+            let Some(path) = options.config.as_deref() else {
+                continue;
+            };
+            if let Some((new_config, new_interfaces)) =
+                daemon.reload(path, &options, &fixed, &sets).await
+            {
+                config = new_config;
+                interfaces = new_interfaces;
+                watch = tokio::time::interval(config.watch_interval);
+                watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                daemon.sets_changed(&config, &sets, &interfaces);
+            }
+        }
+    }
+
+    tracing::info!(
+        "stopping; the filter stays attached and pinned under {} (`xdpgate detach` removes it)",
+        fixed.pin_dir.display()
+    );
+    sets.shutdown();
+    let _ = admin_stop.send(());
+    let _ = admin_task.await;
+    Ok(())
+}
+
+/// The file's identity and contents' age: a change of any means "re-read".
+/// Following symlinks on purpose: Kubernetes swaps a ConfigMap's target.
+fn file_stamp(path: &Path) -> Option<(u64, u64, SystemTime, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.dev(), meta.ino(), meta.modified().ok()?, meta.len()))
+}
+
+/// How often an interface that could not be attached is tried again.
+const ATTACH_RETRY: Duration = Duration::from_secs(5);
+
+struct Daemon {
+    filter: Filter,
+    layout: PinLayout,
+    shared: Arc<Shared>,
+    state_dir: PathBuf,
+    /// The policy spec last applied, to skip applying the same one twice.
+    applied: Option<policy::PolicySpec>,
+    /// Whether the program has been put on the interfaces yet.
+    attached: bool,
+    last_attach: std::time::Instant,
+}
+
+impl Daemon {
+    /// Recompiles the policy from the current set contents, applies it if it
+    /// differs from the one in force, and attaches once one is in force.
+    fn sets_changed(&mut self, config: &Config, sets: &SetsService, interfaces: &[String]) {
+        let snapshot = sets.snapshot();
+        let statuses = snapshot.statuses();
+        self.shared.update(&self.state_dir, |s| s.sets = statuses);
+        let contents: BTreeMap<String, Vec<IpNet>> = snapshot.contents();
+        let spec = config.policy_spec(&contents);
+        if self.applied.as_ref() != Some(&spec) {
+            self.apply(&spec);
+        }
+        if !self.attached || self.attached_interfaces() != interfaces {
+            self.attach(interfaces);
+        }
+    }
+
+    /// An interface that could not be attached (it did not exist yet, say)
+    /// is retried every few seconds.
+    fn retry_attach(&mut self, interfaces: &[String]) {
+        if self.attached
+            && self.attached_interfaces() != interfaces
+            && self.last_attach.elapsed() >= ATTACH_RETRY
+        {
+            self.attach(interfaces);
+        }
+    }
+
+    fn attached_interfaces(&self) -> Vec<String> {
+        let status = self.shared.status();
+        status.interfaces.iter().map(|i| i.name.clone()).collect()
+    }
+
+    fn apply(&mut self, spec: &policy::PolicySpec) {
+        let result = policy::compile(spec)
+            .map_err(|e| format!("the new policy is refused: {e}"))
+            .and_then(|compiled| {
+                let started = std::time::Instant::now();
+                tokio::task::block_in_place(|| self.filter.apply(&compiled))
+                    .map(|generation| (generation, compiled, started.elapsed()))
+                    .map_err(|e| format!("writing the policy into the kernel failed: {e}"))
+            });
+        match result {
+            Ok((generation, compiled, took)) => {
+                tracing::info!(
+                    generation,
+                    v4_prefixes = compiled.v4.len(),
+                    v6_prefixes = compiled.v6.len(),
+                    tcp_ports = compiled.tcp_ports.len(),
+                    udp_ports = compiled.udp_ports.len(),
+                    "policy applied in {took:.1?}"
+                );
+                self.applied = Some(spec.clone());
+                self.shared.update(&self.state_dir, |s| {
+                    s.policy.generation = generation;
+                    s.policy.set_names = compiled.set_names.clone();
+                    s.policy.applied_at = unix_now();
+                    s.policy.last_error = None;
+                });
+            }
+            Err(message) => {
+                let in_force = self.filter.control().map(|c| c.armed()).unwrap_or(false);
+                if in_force {
+                    tracing::error!("{message}; the policy in force stays");
+                } else {
+                    tracing::error!(
+                        "{message}; nothing is enforced yet, and the program is not attached \
+                         until a policy can be applied"
+                    );
+                }
+                self.shared.update(&self.state_dir, |s| {
+                    s.policy.last_error = Some(message.clone());
+                    s.policy.refused += 1;
+                });
+            }
+        }
+    }
+
+    /// Puts the program on `interfaces` (adopting pinned links) and takes it
+    /// off pinned interfaces no longer configured. Only once the maps are
+    /// armed: a program with unarmed maps passes everything, and swapping it
+    /// into a link that filters today would open a window.
+    fn attach(&mut self, interfaces: &[String]) {
+        let armed = self.filter.control().map(|c| c.armed()).unwrap_or(false);
+        if !armed {
+            return;
+        }
+        let mut attached = Vec::new();
+        for interface in interfaces {
+            match self.filter.attach_pinned(interface) {
+                Ok((mode, how)) => {
+                    match mode {
+                        AttachMode::Driver => {
+                            tracing::info!(interface = %interface, mode = mode.label(), "{} in driver (native) mode", how.label())
+                        }
+                        AttachMode::Generic => {
+                            tracing::warn!(interface = %interface, mode = mode.label(), "{} in generic mode: the driver refused native XDP, so packets are judged later in the receive path", how.label())
+                        }
+                    }
+                    attached.push(InterfaceStatus {
+                        name: interface.clone(),
+                        mode: mode.label().to_string(),
+                        how: how.label().to_string(),
+                    });
+                }
+                Err(e) => tracing::error!(interface = %interface, "cannot filter {interface}: {e}"),
+            }
+        }
+        match self.layout.release_unlisted(interfaces) {
+            Ok(released) => {
+                for interface in released {
+                    tracing::warn!(interface = %interface, "no longer configured: the filter is taken off {interface}");
+                }
+            }
+            Err(e) => tracing::error!("cannot release interfaces no longer configured: {e}"),
+        }
+        self.attached = true;
+        self.last_attach = std::time::Instant::now();
+        self.shared
+            .update(&self.state_dir, |s| s.interfaces = attached);
+    }
+
+    /// Re-reads the config. A bad file is refused and counted; the running
+    /// config stays.
+    async fn reload(
+        &mut self,
+        path: &Path,
+        options: &RunOptions,
+        fixed: &Fixed,
+        sets: &SetsService,
+    ) -> Option<(Config, Vec<String>)> {
+        let refused = |this: &mut Daemon, message: String| {
+            tracing::error!("config reload refused, the running config stays: {message}");
+            this.shared.update(&this.state_dir, |s| {
+                s.reloads.failed += 1;
+                s.reloads.last_at = unix_now();
+                s.reloads.last_error = Some(message);
+            });
+            None
+        };
+        let config = match load_config(options) {
+            Ok(config) => config,
+            Err(e) => return refused(self, e.to_string()),
+        };
+        let interfaces = match resolve_interfaces(&config) {
+            Ok(interfaces) => interfaces,
+            Err(e) => return refused(self, format!("{e:#}")),
+        };
+        let new_fixed = Fixed {
+            pin_dir: config.filter.pin_dir.clone(),
+            state_dir: config.state_dir.clone(),
+            admin_listen: config.admin.listen,
+        };
+        if &new_fixed != fixed {
+            tracing::warn!(
+                "{}: pin_dir, state_dir and admin.listen take effect only after a restart; \
+                 the running values stay until then",
+                path.display()
+            );
+        }
+        sets.reconfigure(config.filter.sets.clone()).await;
+        tracing::info!("config reloaded from {}", path.display());
+        self.shared.update(&self.state_dir, |s| {
+            s.reloads.ok += 1;
+            s.reloads.last_at = unix_now();
+            s.reloads.last_error = None;
+        });
+        Some((config, interfaces))
+    }
+}
