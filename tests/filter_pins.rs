@@ -157,7 +157,7 @@ fn a_restarted_filter_adopts_its_pins_and_a_mismatched_abi_is_replaced_in_place(
     let policy = compile(&members_on(8443, &["198.51.100.0/29"])).unwrap();
 
     // First instance: fresh maps, a new link.
-    let first_program = lab.in_netns(|| {
+    lab.in_netns(|| {
         let mut filter = Filter::open_pinned(&layout).expect("open pins");
         assert_eq!(filter.adoption(), &Adoption::Fresh);
         assert_eq!(filter.apply(&policy).expect("apply"), 1);
@@ -166,7 +166,6 @@ fn a_restarted_filter_adopts_its_pins_and_a_mismatched_abi_is_replaced_in_place(
         assert_eq!(send_syn(&mut filter, "203.0.113.9", 8443), XDP_DROP);
         // The process "exits": the filter stays.
     });
-    let _ = first_program;
     let pinned = PinnedFilter::open(&lab.pins).expect("pins readable without a process");
     let links = pinned.links();
     assert_eq!(links.len(), 1, "one pinned link: {links:?}");

@@ -13,6 +13,8 @@ use etherparse::{
 use xdpgate::{filter::Filter, policy::CompiledPolicy};
 use xdpgate_common::{Family, Reason};
 
+pub mod lab;
+
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 

@@ -131,7 +131,16 @@ impl SourceState {
                 Verdict::Refused("empty list".to_string())
             }
             Fetched::List { prefixes, etag } => {
-                let current = self.list.as_deref().unwrap_or_default();
+                // The embedded snapshot is Cloudflare's own list: a yardstick
+                // for Cloudflare's endpoint, not for a mirror at another URL
+                // that may serve a list of its own.
+                let foreign_snapshot = self.status.from == Obtained::Embedded.as_str()
+                    && self.status.origin != super::CLOUDFLARE_URL;
+                let current = if foreign_snapshot {
+                    &[][..]
+                } else {
+                    self.list.as_deref().unwrap_or_default()
+                };
                 match shrink_refusal(current, &prefixes, max_shrink) {
                     Some(reason) => Verdict::Refused(reason),
                     None => {
@@ -264,6 +273,32 @@ mod tests {
     }
 
     #[test]
+    fn the_embedded_snapshot_is_a_shrink_yardstick_only_for_cloudflares_own_url() {
+        let snapshot = hosts(0..20);
+        let unrelated = hosts(100..103);
+        let mut official = SourceState::new(Kind::Cloudflare, super::super::CLOUDFLARE_URL.into());
+        official.install(snapshot.clone(), Obtained::Embedded, 0, None);
+        assert!(matches!(
+            official.apply(list(unrelated.clone()), 0.5, 1),
+            Verdict::Refused(_)
+        ));
+        assert_eq!(official.list, Some(snapshot.clone()));
+
+        let mut mirror = SourceState::new(Kind::Cloudflare, "https://mirror.example/ips".into());
+        mirror.install(snapshot, Obtained::Embedded, 0, None);
+        assert_eq!(
+            mirror.apply(list(unrelated.clone()), 0.5, 1),
+            Verdict::Accepted { changed: true }
+        );
+        // From then on the mirror's own list is the yardstick.
+        assert!(matches!(
+            mirror.apply(list(hosts(200..201)), 0.5, 2),
+            Verdict::Refused(_)
+        ));
+        assert_eq!(mirror.list, Some(unrelated));
+    }
+
+    #[test]
     fn a_valid_list_replaces_the_one_in_force_and_is_counted() {
         let mut source = SourceState::new(Kind::File, "/a.txt".into());
         assert_eq!(
@@ -295,7 +330,7 @@ mod tests {
     #[test]
     fn refusals_and_failures_keep_the_list_in_force() {
         let mut source = SourceState::new(Kind::Cloudflare, "https://x/ips".into());
-        source.install(hosts(0..20), Obtained::Embedded, 0, None);
+        source.install(hosts(0..20), Obtained::LastKnownGood, 0, None);
 
         let verdict = source.apply(list(vec![]), 0.5, 10);
         assert_eq!(verdict, Verdict::Refused("empty list".into()));
@@ -311,7 +346,7 @@ mod tests {
 
         assert_eq!(source.list, Some(hosts(0..20)));
         let s = &source.status;
-        assert_eq!((s.entries, s.from.as_str()), (20, "embedded"));
+        assert_eq!((s.entries, s.from.as_str()), (20, "last-known-good"));
         assert_eq!((s.successes, s.failures, s.refusals), (0, 1, 2));
         assert_eq!((s.last_attempt_at, s.last_success_at), (12, 0));
     }

@@ -1,0 +1,264 @@
+//! `kill -9` of the daemon leaves non-members blocked, and a restart adopts
+//! the pins: one XDP program on the interface (the new one, swapped in), the
+//! counters carry on, and at no moment does a non-member's SYN get through.
+//! A flood of connection attempts from non-member addresses runs through the
+//! kill and the restart to look for that moment. Needs root.
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    time::Duration,
+};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use xdpgate_tests::lab::{
+    enter_netns, lab_ready, members, outsiders, server_addr, tcp_connects, wait_for,
+    xdp_program_ids, Daemon, Lab, TcpServer, Workdir, TCP_PORT,
+};
+
+/// Each flood thread sends this many SYNs at once, gives them this long to
+/// be answered (on a veth an answer takes far less), closes the sockets and
+/// starts over: thousands of SYNs a second, so that even a window of a
+/// fraction of a millisecond would let some through.
+const FLOOD_BATCH: usize = 32;
+const FLOOD_WAIT: Duration = Duration::from_millis(20);
+const FLOOD_THREADS: usize = 4;
+
+/// What the flood saw.
+#[derive(Default)]
+struct Flood {
+    /// Attempts whose SYN went out and got no answer.
+    unanswered: AtomicU64,
+    /// Non-member connections that completed: each one is a hole.
+    breaches: std::sync::Mutex<Vec<String>>,
+    /// Attempts that failed locally (no SYN sent), by error.
+    local_errors: std::sync::Mutex<Vec<String>>,
+}
+
+/// A non-blocking connection attempt from `source`: the SYN is on its way
+/// when this returns.
+fn start_connect(source: IpAddr) -> std::io::Result<Socket> {
+    let domain = if source.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    match socket.connect(&server_addr(source, TCP_PORT).into()) {
+        Ok(()) => Ok(socket),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(socket),
+        Err(e) => Err(e),
+    }
+}
+
+/// Batches of connection attempts from `sources` in turn until `stop`.
+fn flood(client_ns: &str, sources: &[IpAddr], stop: &AtomicBool, seen: &Flood) {
+    enter_netns(client_ns);
+    let mut next = sources.iter().cycle();
+    while !stop.load(Ordering::Relaxed) {
+        let mut batch = Vec::with_capacity(FLOOD_BATCH);
+        for &source in next.by_ref().take(FLOOD_BATCH) {
+            match start_connect(source) {
+                Ok(socket) => batch.push((source, socket)),
+                Err(e) => seen
+                    .local_errors
+                    .lock()
+                    .unwrap()
+                    .push(format!("{source}: {e}")),
+            }
+        }
+        std::thread::sleep(FLOOD_WAIT);
+        for (source, socket) in batch {
+            // A peer address means the handshake completed.
+            if socket.peer_addr().is_ok() {
+                seen.breaches.lock().unwrap().push(source.to_string());
+            } else {
+                seen.unanswered.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn not_member_tcp(counters: &xdpgate_tests::lab::KernelCounters) -> u64 {
+    counters.get("not_member_tcp", "ipv4") + counters.get("not_member_tcp", "ipv6")
+}
+
+#[test]
+fn kill_9_keeps_outsiders_out_and_a_restart_adopts_the_pins_without_a_window() {
+    let test = "kill_9_keeps_outsiders_out_and_a_restart_adopts_the_pins_without_a_window";
+    if !lab_ready(test, &[]) {
+        return;
+    }
+    let lab = Lab::new("rs");
+    let work = Workdir::new("restart", env!("CARGO_BIN_EXE_xdpgate-under-test"));
+    let tcp = TcpServer::start(&lab.server_ns, TCP_PORT);
+    let config = work.write(
+        "config.yaml",
+        &format!(
+            "filter:
+  interfaces: [{}]
+  sets:
+    members: {{ cidrs: [198.51.100.0/29, \"2001:db8:1::/64\"] }}
+  allow:
+    - {{ tcp: [{TCP_PORT}], from: [members] }}
+",
+            lab.server_if
+        ),
+    );
+    let mut first = Daemon::start_ready(&lab, &work, &config, "daemon-1");
+    let (members, outsiders) = (members(), outsiders());
+
+    let stop = AtomicBool::new(false);
+    let seen = Flood::default();
+    let (before_kill, while_dead, after_restart, programs, mut second) =
+        std::thread::scope(|scope| {
+            let floods: Vec<_> = (0..FLOOD_THREADS)
+                .map(|i| {
+                    // Each thread its own rotation of v4 and v6 outsiders.
+                    let mut sources = outsiders.clone();
+                    sources.rotate_left(i * 3);
+                    let (ns, stop, seen) = (lab.client_ns.as_str(), &stop, &seen);
+                    scope.spawn(move || flood(ns, &sources, stop, seen))
+                })
+                .collect();
+            // The flood is under way and being dropped.
+            wait_for(
+                "the flood's SYNs to be dropped",
+                Duration::from_secs(10),
+                || not_member_tcp(&work.stats()),
+                |dropped| *dropped >= 100,
+            );
+            let programs_before = xdp_program_ids(&lab.server_ns, &lab.server_if);
+            let before_kill = work.stats();
+
+            first.kill();
+
+            // Nobody runs the filter now: it stays attached, keeps dropping,
+            // and keeps counting.
+            assert_eq!(
+                xdp_program_ids(&lab.server_ns, &lab.server_if),
+                programs_before,
+                "the program stays attached after kill -9"
+            );
+            let while_dead = wait_for(
+                "the counters to move with the daemon dead",
+                Duration::from_secs(5),
+                || work.stats(),
+                |now| not_member_tcp(now) > not_member_tcp(&before_kill) + 50,
+            );
+            assert!(
+                !tcp_connects(
+                    &lab.client_ns,
+                    outsiders[0],
+                    TCP_PORT,
+                    Duration::from_secs(1)
+                ),
+                "an outsider cannot connect while the daemon is dead"
+            );
+            let status = work.status();
+            assert_eq!(
+                status["daemon"]["running"], false,
+                "status says the daemon is not running: {status}"
+            );
+            assert_eq!(status["healthy"], false);
+
+            let second = Daemon::start_ready(&lab, &work, &config, "daemon-2");
+            let after_restart = work.stats();
+            let programs_after = xdp_program_ids(&lab.server_ns, &lab.server_if);
+            // The flood keeps running through the new program's first moments.
+            wait_for(
+                "the flood to be dropped by the new program",
+                Duration::from_secs(5),
+                || work.stats(),
+                |now| not_member_tcp(now) > not_member_tcp(&after_restart) + 50,
+            );
+            stop.store(true, Ordering::Relaxed);
+            for flood in floods {
+                flood.join().expect("flood thread");
+            }
+            (
+                before_kill,
+                while_dead,
+                after_restart,
+                (programs_before, programs_after),
+                second,
+            )
+        });
+
+    let breaches = seen.breaches.lock().unwrap().clone();
+    assert!(
+        breaches.is_empty(),
+        "non-member connections completed during the kill and restart: {breaches:?}"
+    );
+    let intruders: Vec<IpAddr> = tcp
+        .peers()
+        .into_iter()
+        .filter(|p| !members.contains(p))
+        .collect();
+    assert!(
+        intruders.is_empty(),
+        "the listener accepted non-members: {intruders:?}"
+    );
+    let unanswered = seen.unanswered.load(Ordering::Relaxed);
+    println!(
+        "flood: {unanswered} unanswered attempts, {} local errors; drops before kill {}, \
+         while dead {}, after restart {}",
+        seen.local_errors.lock().unwrap().len(),
+        not_member_tcp(&before_kill),
+        not_member_tcp(&while_dead),
+        not_member_tcp(&after_restart),
+    );
+
+    // One program on the interface, the new one: swapped into the pinned link.
+    let (programs_before, programs_after) = programs;
+    assert_eq!(programs_before.len(), 1, "one XDP program before the kill");
+    assert_eq!(
+        programs_after.len(),
+        1,
+        "exactly one XDP program after the restart: {programs_after:?}"
+    );
+    assert_ne!(
+        programs_after, programs_before,
+        "the restarted daemon swapped its own program in"
+    );
+    let status = work.status();
+    assert_eq!(status["healthy"], true, "{status}");
+    let interfaces = &status["daemon"]["status"]["interfaces"];
+    assert_eq!(
+        interfaces,
+        &serde_json::json!([{ "name": lab.server_if, "mode": "driver", "how": "adopted" }]),
+        "the restarted daemon adopted the pinned link"
+    );
+    assert_eq!(
+        status["links"][0]["program_id"].as_u64(),
+        programs_after.first().copied()
+    );
+
+    // The counters carried on: nothing went backwards, and every flood SYN
+    // the kernel saw since the first daemon started is still counted.
+    for (cell, before) in &before_kill.cells {
+        let after = after_restart.cells.get(cell).copied().unwrap_or(0);
+        assert!(
+            after >= *before,
+            "counter {cell:?} went from {before} before the kill to {after} after the restart"
+        );
+    }
+    let last = work.stats();
+    assert!(
+        not_member_tcp(&last) >= unanswered,
+        "every unanswered flood attempt is a dropped SYN: {} counted, {unanswered} attempts",
+        not_member_tcp(&last)
+    );
+
+    // Members still get in.
+    for member in [members[0], members[members.len() - 1]] {
+        assert!(
+            tcp_connects(&lab.client_ns, member, TCP_PORT, Duration::from_secs(1)),
+            "{member} connects after the restart"
+        );
+    }
+    second.wait_ready(Duration::from_secs(1));
+    drop(second);
+    drop(first);
+}
