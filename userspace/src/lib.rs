@@ -10,5 +10,6 @@ pub mod filter;
 pub mod logging;
 pub mod metrics;
 pub mod policy;
+pub mod proxy;
 pub mod sets;
 pub mod status;

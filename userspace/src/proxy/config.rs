@@ -1,0 +1,191 @@
+//! The proxy's configuration, as the `config` module reads it from the
+//! `proxy:` section. Plain data with defaults; validation happens in
+//! `config`, and every subsystem of the proxy takes what it needs from here.
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProxyConfig {
+    /// Names of filter sets whose members (as TCP peers) are believed when
+    /// they send `X-Forwarded-*` or `CF-Connecting-IP`. Empty: nobody is.
+    pub trusted: Vec<String>,
+    /// Sorted by name.
+    pub entrypoints: Vec<EntrypointConfig>,
+    /// Upstream services by name; routes name one of these, or give a
+    /// literal `host:port`, which gets a service with default settings named
+    /// after it.
+    pub services: BTreeMap<String, ServiceConfig>,
+    /// In file order.
+    pub routes: Vec<RouteConfig>,
+    /// Where requests go that match no route; `None` answers 404.
+    pub default_service: Option<String>,
+    pub drain: DrainConfig,
+    pub access_log: AccessLogConfig,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct EntrypointConfig {
+    pub name: String,
+    /// One or more addresses; `[::]:443` also accepts IPv4 (dual stack).
+    pub listen: Vec<SocketAddr>,
+    /// Plain entrypoints only: answer every request with a redirect to this
+    /// (TLS) entrypoint, keeping host, path and query.
+    pub redirect: Option<RedirectConfig>,
+    /// Present on TLS entrypoints.
+    pub tls: Option<TlsConfig>,
+    pub limits: Limits,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RedirectConfig {
+    /// The entrypoint name redirected to; its first listen port is used
+    /// (omitted from the URL when it is 443).
+    pub to: String,
+    /// 301 or 308 (default; keeps the method and body).
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TlsConfig {
+    /// Certificate/key PEM pairs. The certificate for a handshake is chosen by
+    /// SNI against each certificate's DNS names (exact, then wildcard); the
+    /// first pair is the default for unknown or missing SNI. Empty: a
+    /// self-signed certificate is generated at start (and logged as such).
+    pub certs: Vec<CertPair>,
+    /// Require a client certificate signed by one of these CAs (PEM bundle),
+    /// as for Cloudflare Authenticated Origin Pulls. A client without a valid
+    /// certificate fails the handshake and gets no HTTP response.
+    pub client_ca: Option<PathBuf>,
+    /// Oldest version accepted: TLS 1.2 (default) or 1.3.
+    pub min_version: TlsVersion,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsVersion {
+    #[default]
+    Tls12,
+    Tls13,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CertPair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Per-entrypoint limits.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    /// Time to read a request head (slowloris defence). Default 10s.
+    pub header_read_timeout: Duration,
+    /// Largest request head; larger gets 431. Default 32 KiB.
+    pub max_header_bytes: usize,
+    /// Idle keep-alive connections are closed after this. Default 60s.
+    pub idle_timeout: Duration,
+    /// Concurrent connections; more wait in the listen backlog. Default 10000.
+    pub max_connections: usize,
+    /// HTTP/2 concurrent streams per connection. Default 100.
+    pub h2_max_concurrent_streams: u32,
+    /// TLS handshake must complete within this. Default 10s.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 32 * 1024,
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            h2_max_concurrent_streams: 100,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceConfig {
+    pub name: String,
+    /// `host:port`; the host is re-resolved every `resolve_interval`.
+    pub target: String,
+    /// Speak HTTP/2 without TLS (h2c) to the upstream, e.g. for gRPC.
+    pub h2c: bool,
+    /// Default 5s.
+    pub connect_timeout: Duration,
+    /// From the request sent to the response head received. Default 60s.
+    pub response_header_timeout: Duration,
+    /// Pooled idle upstream connections are closed after this. Default 90s.
+    pub idle_timeout: Duration,
+    /// Default 5s.
+    pub resolve_interval: Duration,
+    /// An endpoint that fails to connect is left out for this long. Default 10s.
+    pub eject_for: Duration,
+}
+
+impl ServiceConfig {
+    /// A service with default settings for a literal `host:port`.
+    pub fn for_target(target: &str) -> Self {
+        ServiceConfig {
+            name: target.to_string(),
+            target: target.to_string(),
+            h2c: false,
+            connect_timeout: Duration::from_secs(5),
+            response_header_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(90),
+            resolve_interval: Duration::from_secs(5),
+            eject_for: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PathType {
+    /// Element-wise prefix (Kubernetes Ingress `Prefix`): `/foo` matches
+    /// `/foo` and `/foo/bar`, not `/foobar`.
+    #[default]
+    Prefix,
+    /// The whole path, exactly (Ingress `Exact`).
+    Exact,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteConfig {
+    /// For logs and metrics (`router` label). Default `route-<n>` (1-based,
+    /// file order).
+    pub name: String,
+    /// `api.example.com`, `*.example.com` (one label), or `None` for any host.
+    pub host: Option<String>,
+    /// Starts with `/`. Default `/`.
+    pub path: String,
+    pub path_type: PathType,
+    /// A name in `services`, or a literal `host:port`.
+    pub service: String,
+    /// Entrypoints this route serves; empty = every entrypoint that does not
+    /// redirect.
+    pub entrypoints: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DrainConfig {
+    /// After SIGTERM, /readyz fails at once but new connections are still
+    /// accepted for this long (so load balancers notice). Default 5s.
+    pub accept_grace: Duration,
+    /// Then in-flight requests get this long to finish. Default 30s.
+    pub grace_timeout: Duration,
+}
+
+impl Default for DrainConfig {
+    fn default() -> Self {
+        DrainConfig {
+            accept_grace: Duration::from_secs(5),
+            grace_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AccessLogConfig {
+    /// One JSON line per request. Default on.
+    pub enabled: bool,
+    /// A file to append to; `None` writes to stdout.
+    pub path: Option<PathBuf>,
+}

@@ -1,0 +1,12 @@
+//! The ingress proxy: entrypoints (plain and TLS listeners), routing by host
+//! and path with Kubernetes Ingress semantics, upstream pools, forwarded
+//! headers, access log and request metrics. It runs in the daemon's process
+//! beside the filter and shares the filter's address sets (for trusted
+//! peers). It knows nothing of XDP.
+pub mod config;
+pub mod forwarded;
+pub mod routing;
+pub mod tls;
+pub mod upstream;
+
+pub use config::*;
