@@ -37,6 +37,11 @@ pub trait AdminSource: Send + Sync + 'static {
     /// Ok when ready; `Err(reasons)` lists what is missing, e.g. "not armed
     /// on eth1", "set `admins` not loaded".
     fn readiness(&self) -> Result<(), Vec<String>>;
+    /// More metrics in the same text format (without `# EOF`), appended to
+    /// the scrape: the proxy's live request metrics.
+    fn extra_metrics(&self) -> String {
+        String::new()
+    }
 }
 
 /// How much a client may take from the listener.
@@ -226,7 +231,13 @@ fn respond(source: &dyn AdminSource, method: &Method, path: &str) -> Response<Fu
     }
     match route {
         Route::Metrics => {
-            let body = metrics::render(&source.status(), source.counters().as_ref());
+            let mut body = metrics::render(&source.status(), source.counters().as_ref());
+            let extra = source.extra_metrics();
+            if !extra.is_empty() {
+                if let Some(head) = body.strip_suffix("# EOF\n") {
+                    body = format!("{head}{extra}# EOF\n");
+                }
+            }
             response(StatusCode::OK, metrics::CONTENT_TYPE, body)
         }
         Route::Healthz => response(StatusCode::OK, TEXT_PLAIN, "ok\n".into()),

@@ -748,8 +748,20 @@ fn config_check(file: &Path, json: bool) -> Result<Exit> {
             if json {
                 print_json(&json!({"file": file.display().to_string(), "valid": true}));
             } else {
+                let proxy = config
+                    .proxy
+                    .as_ref()
+                    .map(|p| {
+                        format!(
+                            "; proxy: {} entrypoints, {} routes, {} services",
+                            p.entrypoints.len(),
+                            p.routes.len(),
+                            p.services.len()
+                        )
+                    })
+                    .unwrap_or_default();
                 println!(
-                    "{}: ok ({} sets, {} allow rules, {} denied sets, on {interfaces})",
+                    "{}: ok ({} sets, {} allow rules, {} denied sets, on {interfaces}{proxy})",
                     file.display(),
                     config.filter.sets.len(),
                     config.filter.allow.len(),

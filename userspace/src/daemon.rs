@@ -9,13 +9,17 @@
 //! policy in force stays. SIGTERM and SIGINT end the process but leave the
 //! filter attached and pinned; `xdpgate detach` removes it.
 //!
-//! The proxy will run beside the filter in this process; it is not part of
-//! this module.
+//! The proxy, when configured, runs beside the filter in this process: it
+//! starts once the first policy is applied, follows reloads and set changes
+//! (trusted peers), and drains on SIGTERM before the process exits.
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, SystemTime},
 };
 
@@ -28,6 +32,7 @@ use crate::{
     config::{self, Config},
     filter::{AttachMode, Counters, Filter, PinLayout, PinnedFilter},
     policy,
+    proxy::{forwarded::TrustedPeers, metrics::ProxyMetrics, server::Proxy},
     sets::SetsService,
     status::{unix_now, DaemonStatus, InterfaceStatus},
 };
@@ -89,6 +94,10 @@ struct Shared {
     status: Mutex<DaemonStatus>,
     pinned: Mutex<Option<PinnedFilter>>,
     pin_dir: PathBuf,
+    /// The proxy's live request metrics, when a proxy is configured.
+    proxy_metrics: Option<Arc<ProxyMetrics>>,
+    /// Set on SIGTERM: /readyz fails from then on.
+    draining: AtomicBool,
 }
 
 impl Shared {
@@ -128,9 +137,19 @@ impl AdminSource for Shared {
         self.with_pinned(|p| p.counters().ok())
     }
 
+    fn extra_metrics(&self) -> String {
+        self.proxy_metrics
+            .as_ref()
+            .map(|m| m.encode())
+            .unwrap_or_default()
+    }
+
     fn readiness(&self) -> Result<(), Vec<String>> {
         let status = self.status();
         let mut missing = Vec::new();
+        if self.draining.load(Ordering::SeqCst) {
+            missing.push("draining: the daemon is shutting down".to_string());
+        }
         let armed = self
             .with_pinned(|p| p.control().ok())
             .is_some_and(|c| c.armed());
@@ -190,6 +209,8 @@ pub async fn run(options: RunOptions) -> Result<()> {
         }),
         pinned: Mutex::new(None),
         pin_dir: fixed.pin_dir.clone(),
+        proxy_metrics: config.proxy.as_ref().map(|_| Arc::new(ProxyMetrics::new())),
+        draining: AtomicBool::new(false),
     });
 
     // Admin first, so /healthz answers and /readyz explains while the rest
@@ -248,6 +269,19 @@ pub async fn run(options: RunOptions) -> Result<()> {
     let mut interfaces = resolve_interfaces(&config)?;
     daemon.sets_changed(&config, &sets, &interfaces);
 
+    // The proxy runs beside the filter; it shares the sets (for trusted peers).
+    let proxy = match (&config.proxy, &shared.proxy_metrics) {
+        (Some(proxy_config), Some(metrics)) => Some(
+            Proxy::start(
+                proxy_config,
+                trusted_peers(proxy_config, &sets),
+                metrics.clone(),
+            )
+            .await?,
+        ),
+        _ => None,
+    };
+
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -260,6 +294,9 @@ pub async fn run(options: RunOptions) -> Result<()> {
                     anyhow::bail!("the sets subsystem stopped");
                 }
                 daemon.sets_changed(&config, &sets, &interfaces);
+                if let (Some(proxy), Some(proxy_config)) = (&proxy, &config.proxy) {
+                    proxy.set_trusted(trusted_peers(proxy_config, &sets));
+                }
                 false
             }
             _ = hangup.recv() => {
@@ -275,6 +312,9 @@ pub async fn run(options: RunOptions) -> Result<()> {
                     tracing::info!("the config file changed; reloading");
                 }
                 daemon.retry_attach(&interfaces);
+                if let Some(proxy) = &proxy {
+                    proxy.reload_certificates();
+                }
                 changed
             }
             _ = terminate.recv() => break,
@@ -284,8 +324,9 @@ pub async fn run(options: RunOptions) -> Result<()> {
             let Some(path) = options.config.as_deref() else {
                 continue;
             };
-            if let Some((new_config, new_interfaces)) =
-                daemon.reload(path, &options, &fixed, &sets).await
+            if let Some((new_config, new_interfaces)) = daemon
+                .reload(path, &options, &fixed, &sets, proxy.as_ref())
+                .await
             {
                 config = new_config;
                 interfaces = new_interfaces;
@@ -296,6 +337,15 @@ pub async fn run(options: RunOptions) -> Result<()> {
         }
     }
 
+    shared.draining.store(true, Ordering::SeqCst);
+    if let Some(proxy) = proxy {
+        let drain = config
+            .proxy
+            .as_ref()
+            .map(|p| p.drain.clone())
+            .unwrap_or_default();
+        proxy.drain(drain.accept_grace, drain.grace_timeout).await;
+    }
     tracing::info!(
         "stopping; the filter stays attached and pinned under {} (`xdpgate detach` removes it)",
         fixed.pin_dir.display()
@@ -312,6 +362,20 @@ fn file_stamp(path: &Path) -> Option<(u64, u64, SystemTime, u64)> {
     use std::os::unix::fs::MetadataExt as _;
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.dev(), meta.ino(), meta.modified().ok()?, meta.len()))
+}
+
+/// The peers whose forwarded headers the proxy believes: the union of the
+/// trusted sets' current contents.
+fn trusted_peers(proxy: &crate::proxy::ProxyConfig, sets: &SetsService) -> TrustedPeers {
+    let contents = sets.snapshot().contents();
+    TrustedPeers::new(
+        proxy
+            .trusted
+            .iter()
+            .filter_map(|name| contents.get(name))
+            .flatten()
+            .copied(),
+    )
 }
 
 /// How often an interface that could not be attached is tried again.
@@ -459,6 +523,7 @@ impl Daemon {
         options: &RunOptions,
         fixed: &Fixed,
         sets: &SetsService,
+        proxy: Option<&Proxy>,
     ) -> Option<(Config, Vec<String>)> {
         let refused = |this: &mut Daemon, message: String| {
             tracing::error!("config reload refused, the running config stays: {message}");
@@ -488,6 +553,20 @@ impl Daemon {
                  the running values stay until then",
                 path.display()
             );
+        }
+        // The proxy's new state is built whole before anything is swapped:
+        // a certificate that does not load refuses the whole reload.
+        match (proxy, &config.proxy) {
+            (Some(proxy), Some(proxy_config)) => {
+                if let Err(e) = proxy.reload(proxy_config) {
+                    return refused(self, format!("proxy: {e:#}"));
+                }
+            }
+            (None, None) => {}
+            _ => tracing::warn!(
+                "{}: adding or removing the proxy section takes effect only after a restart",
+                path.display()
+            ),
         }
         sets.reconfigure(config.filter.sets.clone()).await;
         tracing::info!("config reloaded from {}", path.display());

@@ -35,11 +35,23 @@ const PACKAGES: &[Group] = &[
         to_build: true,
     },
     // Tools the root-only tests and benchmarks call: `ip` (namespaces, veths),
-    // `nsenter` (the daemon inside a test namespace), `bpftool` (inspecting
-    // loaded programs and maps), and the peers nobody here wrote: `nmap`
-    // (SYN scans) and `hping3` (spoofed SYN floods).
+    // `nsenter`/`unshare` (the daemon inside a test namespace), `bpftool`
+    // (inspecting loaded programs and maps), and the peers nobody here wrote:
+    // `nmap` (SYN scans), `hping3` (spoofed SYN floods), `curl`, `h2load`
+    // (nghttp2-client), `wrk`, `testssl.sh` and `slowhttptest` against the proxy.
     Group {
-        packages: &["iproute2", "util-linux", "bpftool", "nmap", "hping3"],
+        packages: &[
+            "iproute2",
+            "util-linux",
+            "bpftool",
+            "nmap",
+            "hping3",
+            "curl",
+            "nghttp2-client",
+            "wrk",
+            "testssl.sh",
+            "slowhttptest",
+        ],
         to_build: false,
     },
 ];

@@ -24,6 +24,9 @@ use crate::{
 };
 
 mod check;
+mod proxy;
+#[cfg(test)]
+mod proxy_tests;
 mod read;
 #[cfg(test)]
 mod tests;
@@ -55,6 +58,12 @@ pub struct Config {
     /// How often the config file and set files are checked for changes.
     /// Default 500ms. YAML key `watch_interval` (humantime, e.g. "500ms").
     pub watch_interval: Duration,
+    /// The ingress proxy; `None` when the file has no `proxy:` section (the
+    /// daemon then runs the filter and the admin listener only). When present
+    /// every name in it resolves: each route's service and the default
+    /// service are keys of `services`, each route's entrypoints and each
+    /// redirect target are entrypoints, and `trusted` names sets of `filter`.
+    pub proxy: Option<crate::proxy::ProxyConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -126,6 +135,7 @@ impl Config {
             log: LogConfig::default(),
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             watch_interval: DEFAULT_WATCH_INTERVAL,
+            proxy: None,
         }
     }
 

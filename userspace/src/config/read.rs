@@ -7,7 +7,8 @@ use ipnet::IpNet;
 use tracing_subscriber::{filter::LevelFilter, EnvFilter};
 
 use super::{
-    yaml::{closest_name, Node, Val, Value},
+    proxy::{read_proxy, Surroundings},
+    yaml::{closest_name, Node, Val},
     AdminConfig, Config, ConfigError, FilterConfig, LogConfig, MIN_WATCH_INTERVAL,
 };
 use crate::{
@@ -16,8 +17,9 @@ use crate::{
     sets::{CloudflareSpec, SetSpec, SourceSpec, DEFAULT_MAX_SHRINK},
 };
 
-/// A set name becomes a metric label value and a file name.
-const MAX_SET_NAME: usize = 64;
+/// A name (of a set, an entrypoint, a service, a route) becomes a metric
+/// label value, and a set's name a file name.
+pub(super) const MAX_NAME: usize = 64;
 /// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
 const MAX_INTERFACE_NAME: usize = 15;
 /// A refresh more often than this would hammer the API for nothing.
@@ -39,14 +41,6 @@ pub(super) fn read_config(root: Option<&Node>) -> Result<Config, ConfigError> {
             "proxy",
         ],
     )?;
-    if let Some(line) = top.key_line("proxy") {
-        return Err(ConfigError::new(
-            "proxy",
-            Some(line),
-            "the proxy is not in this version of xdpgate yet; remove this section \
-             (the filter and the admin listener work without it)",
-        ));
-    }
     if let Some(v) = top.get("state_dir") {
         config.state_dir = file_path(v, "state_dir")?;
     }
@@ -72,6 +66,15 @@ pub(super) fn read_config(root: Option<&Node>) -> Result<Config, ConfigError> {
     }
     if let Some(v) = top.get("filter") {
         config.filter = read_filter(v)?;
+    }
+    // Last: the proxy refers to the filter's sets and must not collide with
+    // the admin listener.
+    if let Some(v) = top.get("proxy") {
+        let around = Surroundings {
+            sets: &config.filter.sets,
+            admin_listen: config.admin.listen,
+        };
+        config.proxy = Some(read_proxy(v, &around)?);
     }
     Ok(config)
 }
@@ -208,21 +211,16 @@ fn interfaces(v: Val, path: &str) -> Result<Vec<String>, ConfigError> {
 
 /// The sets, sorted by name (the order the kernel's mask bits follow).
 fn read_sets(v: Val, path: &str) -> Result<Vec<SetSpec>, ConfigError> {
-    // Any key may be a set name, so the table knows them all.
-    let names: Vec<&str> = match &v.node.value {
-        Value::Map(entries) => entries.iter().map(|e| e.key.as_str()).collect(),
-        _ => Vec::new(),
-    };
-    let table = v.table(path, &names)?;
+    let table = v.named_table(path)?;
     let mut sets = Vec::new();
     for (name, key_line, v) in table.entries() {
         let path = table.key_path(name);
-        if !valid_set_name(name) {
+        if !valid_name(name) {
             return Err(ConfigError::new(
                 &path,
                 Some(key_line),
                 format!(
-                    "`{name}` is not a valid set name: use 1-{MAX_SET_NAME} letters, digits, `_`, \
+                    "`{name}` is not a valid set name: use 1-{MAX_NAME} letters, digits, `_`, \
                      `-` or `.` (set names become metric labels and file names)"
                 ),
             ));
@@ -233,8 +231,9 @@ fn read_sets(v: Val, path: &str) -> Result<Vec<SetSpec>, ConfigError> {
     Ok(sets)
 }
 
-fn valid_set_name(name: &str) -> bool {
-    (1..=MAX_SET_NAME).contains(&name.len())
+/// 1-[`MAX_NAME`] letters, digits, `_`, `-` or `.`, and not `.` or `..`.
+pub(super) fn valid_name(name: &str) -> bool {
+    (1..=MAX_NAME).contains(&name.len())
         && name != "."
         && name != ".."
         && name
@@ -379,7 +378,7 @@ fn names(v: Val, path: &str) -> Result<Vec<String>, ConfigError> {
         .collect()
 }
 
-fn file_path(v: Val, path: &str) -> Result<PathBuf, ConfigError> {
+pub(super) fn file_path(v: Val, path: &str) -> Result<PathBuf, ConfigError> {
     let text = v.text(path, "a path")?;
     if text.trim().is_empty() {
         return Err(v.error(path, "the path is empty"));
@@ -387,7 +386,7 @@ fn file_path(v: Val, path: &str) -> Result<PathBuf, ConfigError> {
     Ok(PathBuf::from(text))
 }
 
-fn duration(v: Val, path: &str) -> Result<Duration, ConfigError> {
+pub(super) fn duration(v: Val, path: &str) -> Result<Duration, ConfigError> {
     let text = v.text(path, "a duration like 500ms or 6h")?;
     humantime::parse_duration(text.trim()).map_err(|e| {
         v.error(
@@ -397,7 +396,7 @@ fn duration(v: Val, path: &str) -> Result<Duration, ConfigError> {
     })
 }
 
-fn boolean(v: Val, path: &str) -> Result<bool, ConfigError> {
+pub(super) fn boolean(v: Val, path: &str) -> Result<bool, ConfigError> {
     match v.text(path, "true or false")? {
         "true" | "True" | "TRUE" => Ok(true),
         "false" | "False" | "FALSE" => Ok(false),
@@ -420,7 +419,7 @@ fn fraction(v: Val, path: &str) -> Result<f64, ConfigError> {
 }
 
 /// ` (did you mean `x`?)` when `wanted` looks like a typo of one of `known`.
-fn suggest(wanted: &str, known: &[&str]) -> String {
+pub(super) fn suggest(wanted: &str, known: &[&str]) -> String {
     closest_name(wanted, known.iter().copied())
         .map(|near| format!(" (did you mean `{near}`?)"))
         .unwrap_or_default()

@@ -14,11 +14,11 @@ use crate::{
     sets::{CloudflareSpec, SetSpec, SourceSpec, DEFAULT_MAX_SHRINK},
 };
 
-const ORIGIN: &str = "/etc/xdpgate/config.yaml";
+pub(super) const ORIGIN: &str = "/etc/xdpgate/config.yaml";
 
 /// Strips the indentation the test source adds, so that line 1 is the first
 /// line after the opening quote.
-fn dedent(text: &str) -> String {
+pub(super) fn dedent(text: &str) -> String {
     let text = text.strip_prefix('\n').unwrap_or(text);
     let indent = text
         .lines()
@@ -49,7 +49,7 @@ fn error(text: &str) -> ConfigError {
 
 /// The error names `key` on `line` and says `fragment`.
 #[track_caller]
-fn assert_at(e: &ConfigError, line: usize, key: &str, fragment: &str) {
+pub(super) fn assert_at(e: &ConfigError, line: usize, key: &str, fragment: &str) {
     assert_eq!(e.path, PathBuf::from(ORIGIN), "{e}");
     assert_eq!(e.line, Some(line), "wrong line in: {e}");
     assert_eq!(e.key, key, "wrong key in: {e}");
@@ -177,6 +177,7 @@ fn defaults_apply_to_everything_not_written() {
         c.filter.sets[0].sources,
         vec![SourceSpec::Cloudflare(CloudflareSpec::default())]
     );
+    assert_eq!(c.proxy, None, "no proxy section, no proxy");
 }
 
 #[test]
@@ -393,29 +394,6 @@ fn the_message_reads_file_line_key_then_what_is_wrong() {
 }
 
 // ---- structure ----
-
-#[test]
-fn the_proxy_section_is_refused_with_its_line() {
-    let e = error(
-        r#"
-        filter:
-          sets:
-            cloudflare: { cloudflare: {} }
-          allow:
-            - { tcp: [443], from: [cloudflare] }
-        proxy:
-          trusted: [cloudflare]
-        admin:
-          listen: 127.0.0.1:9901
-    "#,
-    );
-    assert_at(
-        &e,
-        6,
-        "proxy",
-        "the proxy is not in this version of xdpgate yet",
-    );
-}
 
 #[test]
 fn unknown_keys_are_named_with_the_nearest_known_key() {
@@ -1013,6 +991,34 @@ fn the_examples_in_the_reference_doc_are_valid() {
         reference.filter.sets[0].sources,
         vec![SourceSpec::File("/etc/xdpgate/admins.txt".into())]
     );
+    let proxy = reference
+        .proxy
+        .expect("the reference deployment runs the proxy");
+    assert_eq!(proxy.trusted, names(&["cloudflare"]));
+    let routes: Vec<(Option<&str>, &str)> = proxy
+        .routes
+        .iter()
+        .map(|r| (r.host.as_deref(), r.service.as_str()))
+        .collect();
+    let admin = "admin.honeydue.svc.cluster.local:3000";
+    assert_eq!(
+        routes,
+        [
+            (Some("api.example.com"), "api"),
+            (Some("example.com"), "api"),
+            (Some("admin.example.com"), admin),
+        ]
+    );
+    assert_eq!(
+        proxy.services.keys().collect::<Vec<_>>(),
+        [admin, "api"],
+        "the literal upstream joins the named one"
+    );
+    let redirect = proxy.entrypoints[0]
+        .redirect
+        .as_ref()
+        .map(|r| r.to.as_str());
+    assert_eq!(redirect, Some("websecure"));
     let default = parse(&examples[1], Path::new("docs/config.md")).unwrap();
     assert_eq!(
         default,

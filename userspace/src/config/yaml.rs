@@ -308,6 +308,16 @@ impl<'a> Val<'a> {
         })
     }
 
+    /// The value as a mapping whose keys are names the file chooses (sets,
+    /// entrypoints, services): any key is known, none may appear twice.
+    pub fn named_table(&self, path: &str) -> Result<Table<'a>, ConfigError> {
+        let names: Vec<&str> = match &self.node.value {
+            Value::Map(entries) => entries.iter().map(|e| e.key.as_str()).collect(),
+            _ => Vec::new(),
+        };
+        self.table(path, &names)
+    }
+
     /// The value as a list (a null value is an empty list), each item with its
     /// key path.
     pub fn list(&self, path: &str, example: &str) -> Result<Vec<(String, Val<'a>)>, ConfigError> {
@@ -350,14 +360,6 @@ impl<'a> Table<'a> {
 
     pub fn get(&self, key: &str) -> Option<Val<'a>> {
         self.entries.iter().find(|e| e.key == key).map(Entry::val)
-    }
-
-    /// The line of `key` itself, if it is present.
-    pub fn key_line(&self, key: &str) -> Option<usize> {
-        self.entries
-            .iter()
-            .find(|e| e.key == key)
-            .map(|e| e.key_line)
     }
 
     /// Every entry in file order: key, line of the key, value.

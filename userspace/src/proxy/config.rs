@@ -182,10 +182,19 @@ impl Default for DrainConfig {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct AccessLogConfig {
     /// One JSON line per request. Default on.
     pub enabled: bool,
     /// A file to append to; `None` writes to stdout.
     pub path: Option<PathBuf>,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        AccessLogConfig {
+            enabled: true,
+            path: None,
+        }
+    }
 }

@@ -3,9 +3,12 @@
 //! headers, access log and request metrics. It runs in the daemon's process
 //! beside the filter and shares the filter's address sets (for trusted
 //! peers). It knows nothing of XDP.
+pub mod access_log;
 pub mod config;
 pub mod forwarded;
+pub mod metrics;
 pub mod routing;
+pub mod server;
 pub mod tls;
 pub mod upstream;
 
