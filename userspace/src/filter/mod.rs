@@ -100,16 +100,52 @@ enum SlotContents {
     Unknown,
 }
 
+/// Typed handles on every map of the program, however they were obtained
+/// (from a load, or from pins).
+pub(crate) struct KernelMaps {
+    pub control: Array<MapData, Control>,
+    pub slot_options: Array<MapData, SlotOptions>,
+    pub tcp_ports: Array<MapData, SetMask>,
+    pub udp_ports: Array<MapData, SetMask>,
+    pub v4: [LpmTrie<MapData, V4KeyData, SetMask>; 2],
+    pub v6: [LpmTrie<MapData, V6KeyData, SetMask>; 2],
+    pub counters: PerCpuArray<MapData, Counter>,
+}
+
+impl KernelMaps {
+    /// `take(name)` hands over the map of that name.
+    pub(crate) fn from_source(
+        mut take: impl FnMut(&'static str) -> Result<Map, FilterError>,
+    ) -> Result<Self, FilterError> {
+        fn typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
+            name: &'static str,
+            map: Map,
+        ) -> Result<T, FilterError> {
+            T::try_from(map).map_err(map_error(name))
+        }
+        let mut get = |name: &'static str| take(name);
+        Ok(KernelMaps {
+            control: typed(maps::CONTROL, get(maps::CONTROL)?)?,
+            slot_options: typed(maps::SLOT_OPTIONS, get(maps::SLOT_OPTIONS)?)?,
+            tcp_ports: typed(maps::TCP_PORTS, get(maps::TCP_PORTS)?)?,
+            udp_ports: typed(maps::UDP_PORTS, get(maps::UDP_PORTS)?)?,
+            v4: [
+                typed(maps::V4_SLOT0, get(maps::V4_SLOT0)?)?,
+                typed(maps::V4_SLOT1, get(maps::V4_SLOT1)?)?,
+            ],
+            v6: [
+                typed(maps::V6_SLOT0, get(maps::V6_SLOT0)?)?,
+                typed(maps::V6_SLOT1, get(maps::V6_SLOT1)?)?,
+            ],
+            counters: typed(maps::COUNTERS, get(maps::COUNTERS)?)?,
+        })
+    }
+}
+
 /// The loaded program and typed handles on its maps.
 pub struct Filter {
     ebpf: Ebpf,
-    control: Array<MapData, Control>,
-    slot_options: Array<MapData, SlotOptions>,
-    tcp_ports: Array<MapData, SetMask>,
-    udp_ports: Array<MapData, SetMask>,
-    v4: [LpmTrie<MapData, V4KeyData, SetMask>; 2],
-    v6: [LpmTrie<MapData, V6KeyData, SetMask>; 2],
-    counters: PerCpuArray<MapData, Counter>,
+    maps: KernelMaps,
     slots: [SlotContents; 2],
     retired_at: Option<Instant>,
     attachments: Vec<(String, XdpLinkId)>,
@@ -130,15 +166,6 @@ pub enum Adoption {
     /// Something was pinned that this build cannot use (named in `reason`);
     /// it was unpinned and fresh maps were pinned in its place.
     Replaced { reason: String },
-}
-
-macro_rules! take_map {
-    ($ebpf:expr, $name:expr) => {{
-        let map = $ebpf
-            .take_map($name)
-            .ok_or(FilterError::MissingMap($name))?;
-        map.try_into().map_err(map_error($name))?
-    }};
 }
 
 impl Filter {
@@ -226,20 +253,11 @@ impl Filter {
             .map_err(|e: aya::programs::ProgramError| FilterError::Load(Box::new(e)))?;
         program.load().map_err(|e| FilterError::Load(Box::new(e)))?;
         let empty = || SlotContents::Known(Box::default());
+        let maps = KernelMaps::from_source(|name| {
+            ebpf.take_map(name).ok_or(FilterError::MissingMap(name))
+        })?;
         Ok(Filter {
-            control: take_map!(ebpf, maps::CONTROL),
-            slot_options: take_map!(ebpf, maps::SLOT_OPTIONS),
-            tcp_ports: take_map!(ebpf, maps::TCP_PORTS),
-            udp_ports: take_map!(ebpf, maps::UDP_PORTS),
-            v4: [
-                take_map!(ebpf, maps::V4_SLOT0),
-                take_map!(ebpf, maps::V4_SLOT1),
-            ],
-            v6: [
-                take_map!(ebpf, maps::V6_SLOT0),
-                take_map!(ebpf, maps::V6_SLOT1),
-            ],
-            counters: take_map!(ebpf, maps::COUNTERS),
+            maps,
             slots: [empty(), empty()],
             retired_at: None,
             attachments: Vec::new(),
@@ -296,7 +314,10 @@ impl Filter {
 
     /// The control word: armed, active slot, generation.
     pub fn control(&self) -> Result<Control, FilterError> {
-        self.control.get(&0, 0).map_err(map_error(maps::CONTROL))
+        self.maps
+            .control
+            .get(&0, 0)
+            .map_err(map_error(maps::CONTROL))
     }
 
     /// Writes `policy` into the inactive slot, then makes it active in one
@@ -328,7 +349,8 @@ impl Filter {
             abi_version: ABI_VERSION,
             generation,
         };
-        self.control
+        self.maps
+            .control
             .set(0, next, 0)
             .map_err(map_error(maps::CONTROL))?;
         if control.armed() {
@@ -353,13 +375,13 @@ impl Filter {
         let base = slot << 16;
         for (ports, old_ports, new_ports, name) in [
             (
-                &mut self.tcp_ports,
+                &mut self.maps.tcp_ports,
                 &old.tcp_ports,
                 &policy.tcp_ports,
                 maps::TCP_PORTS,
             ),
             (
-                &mut self.udp_ports,
+                &mut self.maps.udp_ports,
                 &old.udp_ports,
                 &policy.udp_ports,
                 maps::UDP_PORTS,
@@ -400,7 +422,7 @@ impl Filter {
             maps::V6_SLOT1
         };
         sync_trie(
-            &mut self.v4[slot as usize],
+            &mut self.maps.v4[slot as usize],
             v4_name,
             full_clear,
             &old.v4,
@@ -408,7 +430,7 @@ impl Filter {
             |n: &Ipv4Net| Key::new(n.prefix_len().into(), n.network().octets()),
         )?;
         sync_trie(
-            &mut self.v6[slot as usize],
+            &mut self.maps.v6[slot as usize],
             v6_name,
             full_clear,
             &old.v6,
@@ -416,14 +438,15 @@ impl Filter {
             |n: &Ipv6Net| Key::new(n.prefix_len().into(), n.network().octets()),
         )?;
 
-        self.slot_options
+        self.maps
+            .slot_options
             .set(slot, policy.options, 0)
             .map_err(map_error(maps::SLOT_OPTIONS))
     }
 
     /// The kernel's counters, summed over CPUs.
     pub fn counters(&self) -> Result<Counters, FilterError> {
-        pins::sum_counters(&self.counters)
+        pins::sum_counters(&self.maps.counters)
     }
 
     /// Puts this program on `interface` through a pinned link, so that it

@@ -22,14 +22,13 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData, MapInfo, PerCpuArray};
+use aya::maps::{lpm_trie::Key, Array, Map, MapData, MapInfo, PerCpuArray};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use xdpgate_common::{
-    maps, Control, Counter, Reason, SetMask, SlotOptions, V4KeyData, V6KeyData, ABI_VERSION,
-    COUNTER_ENTRIES,
+    maps, Control, Counter, Reason, SetMask, SlotOptions, ABI_VERSION, COUNTER_ENTRIES,
 };
 
-use super::{bpfsys, Adoption, AttachMode, Counters, FilterError};
+use super::{bpfsys, Adoption, AttachMode, Counters, FilterError, KernelMaps};
 
 /// Where one filter's pins live.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -323,13 +322,7 @@ impl MapShape {
 /// CLI shows and the admin listener exports, with or without a daemon.
 pub struct PinnedFilter {
     layout: PinLayout,
-    control: Array<MapData, Control>,
-    slot_options: Array<MapData, SlotOptions>,
-    tcp_ports: Array<MapData, SetMask>,
-    udp_ports: Array<MapData, SetMask>,
-    v4: [LpmTrie<MapData, V4KeyData, SetMask>; 2],
-    v6: [LpmTrie<MapData, V6KeyData, SetMask>; 2],
-    counters: PerCpuArray<MapData, Counter>,
+    maps: KernelMaps,
 }
 
 /// A pinned link and whether it still filters its interface.
@@ -370,45 +363,24 @@ pub struct Explanation {
     pub port: Option<(Transport, SetMask, Reason)>,
 }
 
-macro_rules! open_pinned_map {
-    ($layout:expr, $name:expr) => {{
-        let path = $layout.map_path($name);
-        let data = MapData::from_pin(&path).map_err(|e| {
-            FilterError::Pin(format!(
-                "{}: {e} (is xdpgate running, or has it run, with this pin directory?)",
-                path.display()
-            ))
-        })?;
-        let map = Map::from_map_data(data)
-            .map_err(|e| FilterError::Pin(format!("{}: {e}", path.display())))?;
-        map.try_into().map_err(|e: aya::maps::MapError| {
-            FilterError::Pin(format!("{}: {e}", path.display()))
-        })?
-    }};
-}
-
 impl PinnedFilter {
     pub fn open(root: &Path) -> Result<Self, FilterError> {
         let layout = PinLayout::new(root);
         if !layout.maps_dir().exists() {
             return Err(FilterError::NotPinned(root.to_path_buf()));
         }
-        Ok(PinnedFilter {
-            control: open_pinned_map!(layout, maps::CONTROL),
-            slot_options: open_pinned_map!(layout, maps::SLOT_OPTIONS),
-            tcp_ports: open_pinned_map!(layout, maps::TCP_PORTS),
-            udp_ports: open_pinned_map!(layout, maps::UDP_PORTS),
-            v4: [
-                open_pinned_map!(layout, maps::V4_SLOT0),
-                open_pinned_map!(layout, maps::V4_SLOT1),
-            ],
-            v6: [
-                open_pinned_map!(layout, maps::V6_SLOT0),
-                open_pinned_map!(layout, maps::V6_SLOT1),
-            ],
-            counters: open_pinned_map!(layout, maps::COUNTERS),
-            layout,
-        })
+        let maps = KernelMaps::from_source(|name| {
+            let path = layout.map_path(name);
+            let data = MapData::from_pin(&path).map_err(|e| {
+                FilterError::Pin(format!(
+                    "{}: {e} (is xdpgate running, or has it run, with this pin directory?)",
+                    path.display()
+                ))
+            })?;
+            Map::from_map_data(data)
+                .map_err(|e| FilterError::Pin(format!("{}: {e}", path.display())))
+        })?;
+        Ok(PinnedFilter { maps, layout })
     }
 
     pub fn layout(&self) -> &PinLayout {
@@ -416,14 +388,17 @@ impl PinnedFilter {
     }
 
     pub fn control(&self) -> Result<Control, FilterError> {
-        self.control.get(&0, 0).map_err(|source| FilterError::Map {
-            map: maps::CONTROL,
-            source,
-        })
+        self.maps
+            .control
+            .get(&0, 0)
+            .map_err(|source| FilterError::Map {
+                map: maps::CONTROL,
+                source,
+            })
     }
 
     pub fn counters(&self) -> Result<Counters, FilterError> {
-        sum_counters(&self.counters)
+        sum_counters(&self.maps.counters)
     }
 
     /// Every pinned link, and whether it still filters its interface here.
@@ -446,7 +421,8 @@ impl PinnedFilter {
     }
 
     pub fn options(&self, slot: u32) -> Result<SlotOptions, FilterError> {
-        self.slot_options
+        self.maps
+            .slot_options
             .get(&slot, 0)
             .map_err(|source| FilterError::Map {
                 map: maps::SLOT_OPTIONS,
@@ -469,8 +445,8 @@ impl PinnedFilter {
             Ok::<_, FilterError>(bound)
         };
         Ok((
-            read(&self.tcp_ports, maps::TCP_PORTS)?,
-            read(&self.udp_ports, maps::UDP_PORTS)?,
+            read(&self.maps.tcp_ports, maps::TCP_PORTS)?,
+            read(&self.maps.udp_ports, maps::UDP_PORTS)?,
         ))
     }
 
@@ -478,7 +454,7 @@ impl PinnedFilter {
     pub fn prefixes(&self, slot: u32) -> Result<Vec<(IpNet, SetMask)>, FilterError> {
         let slot = slot as usize & 1;
         let mut out = Vec::new();
-        for item in self.v4[slot].iter() {
+        for item in self.maps.v4[slot].iter() {
             let (key, mask) = item.map_err(|source| FilterError::Map {
                 map: maps::V4_SLOT0,
                 source,
@@ -487,7 +463,7 @@ impl PinnedFilter {
                 out.push((IpNet::V4(net), mask));
             }
         }
-        for item in self.v6[slot].iter() {
+        for item in self.maps.v6[slot].iter() {
             let (key, mask) = item.map_err(|source| FilterError::Map {
                 map: maps::V6_SLOT0,
                 source,
@@ -534,8 +510,8 @@ impl PinnedFilter {
             None => None,
             Some(t) => {
                 let (array, port, name) = match t {
-                    Transport::Tcp(p) => (&self.tcp_ports, p, maps::TCP_PORTS),
-                    Transport::Udp(p) => (&self.udp_ports, p, maps::UDP_PORTS),
+                    Transport::Tcp(p) => (&self.maps.tcp_ports, p, maps::TCP_PORTS),
+                    Transport::Udp(p) => (&self.maps.udp_ports, p, maps::UDP_PORTS),
                 };
                 let bound = array
                     .get(&((slot << 16) | port as u32), 0)
@@ -569,8 +545,8 @@ impl PinnedFilter {
     fn lookup(&self, slot: u32, source: IpAddr) -> Result<SetMask, FilterError> {
         let slot_index = slot as usize & 1;
         let found = match source {
-            IpAddr::V4(a) => self.v4[slot_index].get(&Key::new(32, a.octets()), 0),
-            IpAddr::V6(a) => self.v6[slot_index].get(&Key::new(128, a.octets()), 0),
+            IpAddr::V4(a) => self.maps.v4[slot_index].get(&Key::new(32, a.octets()), 0),
+            IpAddr::V6(a) => self.maps.v6[slot_index].get(&Key::new(128, a.octets()), 0),
         };
         match found {
             Ok(mask) => Ok(mask),

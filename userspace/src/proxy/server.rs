@@ -435,9 +435,14 @@ async fn serve_connection(
             let acceptor = tls.acceptor();
             let handshake =
                 tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await;
-            let stream = match handshake {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
+            let failure = match handshake {
+                Ok(Ok(stream)) => Ok(stream),
+                Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
+                Err(_) => Err("TLS handshake timed out".to_string()),
+            };
+            let stream = match failure {
+                Ok(stream) => stream,
+                Err(why) => {
                     shared
                         .metrics
                         .tls_handshake_errors
@@ -445,18 +450,7 @@ async fn serve_connection(
                             entrypoint: entrypoint.clone(),
                         })
                         .inc();
-                    tracing::debug!(entrypoint = %entrypoint, %peer, "TLS handshake failed: {e}");
-                    return;
-                }
-                Err(_) => {
-                    shared
-                        .metrics
-                        .tls_handshake_errors
-                        .get_or_create(&EntrypointOnly {
-                            entrypoint: entrypoint.clone(),
-                        })
-                        .inc();
-                    tracing::debug!(entrypoint = %entrypoint, %peer, "TLS handshake timed out");
+                    tracing::debug!(entrypoint = %entrypoint, %peer, "{why}");
                     return;
                 }
             };
