@@ -15,10 +15,15 @@
 //! the temporary directory ([`Workdir`]), listeners and servers. Declare
 //! them in the order lab, workdir, daemon so they drop the other way round.
 pub mod api;
+pub mod backend;
+pub mod client;
 pub mod daemon;
 pub mod net;
+pub mod proxy;
 
 pub use api::{ApiServer, Reply, Served, TestPki};
+pub use backend::Backend;
+pub use client::{Call, Client};
 pub use daemon::{
     admin_get, wait_for, xdp_program_ids, xdpgate, CliOutput, Daemon, HttpReply, KernelCounters,
     Metrics, Workdir, ADMIN_PORT,
@@ -27,6 +32,10 @@ pub use net::{
     connect_from, enter_netns, in_netns, members, outsiders, server_addr, tcp_connects,
     tcp_outcomes, udp_echo_from, udp_outcomes, Lab, TcpServer, Tool, ToolOutput, UdpEcho,
     SERVER_V4, SERVER_V6,
+};
+pub use proxy::{
+    access_log, curl, memory_kib, proxy_config, tools_ready, H2loadSummary, HostsDaemon, Issued,
+    ProxyLab, ProxyPki, ProxySetup, PLAIN_PORT, TLS_PORT,
 };
 
 /// The TCP port the tests protect.

@@ -98,6 +98,8 @@ struct Shared {
     proxy_metrics: Option<Arc<ProxyMetrics>>,
     /// Set on SIGTERM: /readyz fails from then on.
     draining: AtomicBool,
+    /// Set once the proxy's entrypoints are bound (true when there is no proxy).
+    entrypoints_bound: AtomicBool,
 }
 
 impl Shared {
@@ -149,6 +151,9 @@ impl AdminSource for Shared {
         let mut missing = Vec::new();
         if self.draining.load(Ordering::SeqCst) {
             missing.push("draining: the daemon is shutting down".to_string());
+        }
+        if !self.entrypoints_bound.load(Ordering::SeqCst) {
+            missing.push("the proxy's entrypoints are not bound yet".to_string());
         }
         let armed = self
             .with_pinned(|p| p.control().ok())
@@ -211,6 +216,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
         pin_dir: fixed.pin_dir.clone(),
         proxy_metrics: config.proxy.as_ref().map(|_| Arc::new(ProxyMetrics::new())),
         draining: AtomicBool::new(false),
+        entrypoints_bound: AtomicBool::new(config.proxy.is_none()),
     });
 
     // Admin first, so /healthz answers and /readyz explains while the rest
@@ -281,6 +287,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
         ),
         _ => None,
     };
+    shared.entrypoints_bound.store(true, Ordering::SeqCst);
 
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;

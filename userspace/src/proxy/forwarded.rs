@@ -201,8 +201,15 @@ pub fn prepare_request(
         set_if_absent(headers, X_FORWARDED_PORT, Some(HeaderValue::from(fwd.port)));
         client
     } else {
+        // A CF-Connecting-IP claim is overwritten with the peer rather than
+        // dropped: applications written for Cloudflare read it, and must
+        // read the truth.
+        let claimed_cf = headers.contains_key(CF_CONNECTING_IP);
         for name in CLIENT_CLAIMS {
             headers.remove(name);
+        }
+        if claimed_cf {
+            insert_ip(headers, CF_CONNECTING_IP, peer);
         }
         insert_ip(headers, X_FORWARDED_FOR, peer);
         if let Ok(proto) = HeaderValue::from_str(fwd.proto) {
@@ -424,12 +431,8 @@ mod tests {
         assert_eq!(get(&map, "x-forwarded-proto"), ["https"]);
         assert_eq!(get(&map, "x-forwarded-host"), ["api.example.com"]);
         assert_eq!(get(&map, "x-forwarded-port"), ["443"]);
-        for gone in [
-            "cf-connecting-ip",
-            "true-client-ip",
-            "forwarded",
-            "x-forwarded-prefix",
-        ] {
+        assert_eq!(get(&map, "cf-connecting-ip"), ["198.51.100.7"]);
+        for gone in ["true-client-ip", "forwarded", "x-forwarded-prefix"] {
             assert!(map.get(gone).is_none(), "{gone} kept");
         }
         assert_eq!(get(&map, "accept"), ["*/*"]);
