@@ -1,4 +1,6 @@
-//! The proxy's per-entrypoint limits, seen from a client: an oversized
+//! Entrypoints seen from a client. A plain entrypoint that redirects sends
+//! clients to the TLS one with 308 (or the 301 configured), keeping host,
+//! path and query. And the per-entrypoint limits: an oversized
 //! request head gets 431, a head sent too slowly is cut off (slowloris), an
 //! idle keep-alive connection is closed, connections past the cap wait until
 //! one is free, and HTTP/2 clients are told the stream cap (`nghttp`). The daemon runs
@@ -135,6 +137,80 @@ fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
 }
 
 const GET: &[u8] = b"GET / HTTP/1.1\r\nhost: app.example\r\n\r\n";
+
+/// The status and Location of a redirect answered to `request`.
+fn redirect_of(port: u16, request: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(
+        &SocketAddr::new(IpAddr::V4(SERVER_V4), port),
+        Duration::from_secs(2),
+    )
+    .expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut text = String::new();
+    let mut buf = [0u8; 1024];
+    while !text.contains("\r\n\r\n") {
+        let n = stream.read(&mut buf).expect("a response");
+        assert!(n > 0, "closed without a response");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let location = text
+        .lines()
+        .find_map(|l| l.strip_prefix("location: "))
+        .unwrap_or_default()
+        .to_string();
+    (status, location)
+}
+
+#[test]
+fn a_plain_entrypoint_redirects_to_the_tls_one_keeping_host_path_and_query() {
+    let test = "a_plain_entrypoint_redirects_to_the_tls_one_keeping_host_path_and_query";
+    if !lab_ready(test, &[]) {
+        return;
+    }
+    let lab = Lab::new("rdr");
+    let work = Workdir::new("redirect", env!("CARGO_BIN_EXE_xdpgate-under-test"));
+    let config = format!(
+        "filter:
+  interfaces: [{}]
+  sets:
+    members: {{ cidrs: [198.51.100.0/29] }}
+  allow:
+    - {{ tcp: [22], from: [members] }}
+proxy:
+  entrypoints:
+    web:    {{ listen: \"[::]:80\", redirect: websecure }}
+    legacy: {{ listen: \"[::]:8081\", redirect: {{ to: alt, code: 301 }} }}
+    websecure: {{ listen: \"[::]:443\", tls: {{}} }}
+    alt:    {{ listen: \"[::]:8443\", tls: {{}} }}
+  routes:
+    - {{ path: /, service: \"127.0.0.1:{BACKEND}\" }}
+  access_log: {{ enabled: false }}
+",
+        lab.server_if
+    );
+    let path = work.write("config.yaml", &config);
+    let _daemon = Daemon::start_ready(&lab, &work, &path, "daemon");
+    let client_ns = lab.client_ns.clone();
+    std::thread::spawn(move || {
+        enter_netns(&client_ns);
+        assert_eq!(
+            redirect_of(80, "POST /a/b?x=1&y=%20 HTTP/1.1\r\nhost: Shop.Example.com:80\r\ncontent-length: 0\r\n\r\n"),
+            (308, "https://Shop.Example.com/a/b?x=1&y=%20".to_string()),
+            "308 keeps the method; the default port 443 is left out of the URL"
+        );
+        assert_eq!(
+            redirect_of(8081, "GET /old HTTP/1.1\r\nhost: shop.example.com\r\n\r\n"),
+            (301, "https://shop.example.com:8443/old".to_string()),
+            "301 when configured, to the target entrypoint's port"
+        );
+    })
+    .join()
+    .expect("client checks");
+}
 
 #[test]
 fn entrypoint_limits_are_enforced_where_a_client_notices() {
