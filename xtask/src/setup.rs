@@ -51,6 +51,11 @@ const PACKAGES: &[Group] = &[
             "wrk",
             "testssl.sh",
             "slowhttptest",
+            // A Python venv for `kubernetes-validate` (the manifest checks;
+            // `kubectl` is step 4).
+            "python3-venv",
+            // `systemd-analyze verify` on the systemd unit.
+            "systemd",
         ],
         to_build: false,
     },
@@ -246,8 +251,77 @@ pub fn ensure(mode: Mode, need: Need) -> Result<()> {
         });
     }
 
+    // 4. kubectl, whose `kustomize` renders the manifests. Any kubectl will
+    // do (some machines carry a newer one from another repository, which
+    // Debian's kubernetes-client would clash with); Debian's only if none.
+    if let Some(kubectl) = find_on_path("kubectl") {
+        println!(
+            "setup: kubectl present at {}{}",
+            kubectl.display(),
+            skipping(install)
+        );
+    } else if can_install {
+        println!("setup: installing apt package kubernetes-client (kubectl)");
+        apt.install(&["kubernetes-client"])?;
+    } else {
+        println!("setup: kubectl is not installed");
+        problems.push(Problem {
+            what: "kubectl is not installed".into(),
+            fix: Apt::install_command(&["kubernetes-client"], false),
+            fix_needs_root: true,
+            to_build: false,
+        });
+    }
+
+    // 5. kubernetes-validate (PyPI) in a venv of its own, for the manifest checks.
+    let venv = cache_dir(env::var_os("XDG_CACHE_HOME"), env::var_os("HOME"))
+        .context("setup: neither XDG_CACHE_HOME nor HOME is set, so there is no cache directory")?
+        .join("venv");
+    let validator = venv.join("bin").join("kubernetes-validate");
+    if validator.exists() {
+        let state = if install { "already at" } else { "present at" };
+        println!(
+            "setup: kubernetes-validate {KUBERNETES_VALIDATE} {state} {}{}",
+            validator.display(),
+            skipping(install)
+        );
+    } else if install && Path::new(SYSTEM_PYTHON).exists() {
+        println!(
+            "setup: installing kubernetes-validate {KUBERNETES_VALIDATE} into {}",
+            venv.display()
+        );
+        process::run(
+            "setup",
+            Command::new(SYSTEM_PYTHON).arg("-m").arg("venv").arg(&venv),
+        )?;
+        process::run(
+            "setup",
+            Command::new(venv.join("bin").join("pip"))
+                .args(["install", "--quiet"])
+                .arg(format!("kubernetes-validate=={KUBERNETES_VALIDATE}")),
+        )?;
+    } else {
+        println!(
+            "setup: kubernetes-validate is not installed at {}",
+            validator.display()
+        );
+        problems.push(Problem {
+            what: format!("kubernetes-validate is not installed at {}", validator.display()),
+            fix: format!(
+                "{SYSTEM_PYTHON} -m venv {0} && {0}/bin/pip install kubernetes-validate=={KUBERNETES_VALIDATE}",
+                venv.display()
+            ),
+            fix_needs_root: false,
+            to_build: false,
+        });
+    }
+
     finish(mode, need, problems)
 }
+
+/// Debian's Python, which python3-venv serves (not a pyenv shim).
+const SYSTEM_PYTHON: &str = "/usr/bin/python3";
+const KUBERNETES_VALIDATE: &str = "1.37.0";
 
 fn skipping(install: bool) -> &'static str {
     if install {
