@@ -3,6 +3,8 @@
 //! missing (and only that), `build`/`run`/`test`/`bench` drive cargo on top of
 //! it. This crate deliberately depends on nothing of xdpgate's, so it compiles
 //! before the eBPF toolchain exists.
+mod demo;
+mod image;
 mod process;
 mod setup;
 mod tasks;
@@ -52,6 +54,25 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// A five-minute lab: two network namespaces, "internet" (a Cloudflare
+    /// address and a stranger's) and "origin" (xdpgate, filter and TLS proxy,
+    /// in front of a small backend). Sends the same HTTPS request from both,
+    /// shows `xdpgate stats --watch`, `check` and the access log, checks the
+    /// outcome, and removes everything. Needs root.
+    Demo {
+        /// Use a release build (slower to build, as deployed).
+        #[arg(long)]
+        release: bool,
+    },
+    /// A release build, then the container image from it without a registry
+    /// (`buildah from scratch`, deploy/container/build-image.sh), committed to
+    /// local storage as localhost/xdpgate:<version> and :latest. Needs root and
+    /// `apt-get install buildah podman runc`.
+    Image {
+        /// Tag the image T instead (repeatable).
+        #[arg(long = "tag", value_name = "T")]
+        tags: Vec<String>,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -90,6 +111,8 @@ fn main() {
         Task::Build { release } => tasks::build(release),
         Task::Run { args } => tasks::run(&args),
         Task::Test { no_lint, args } => tasks::test(no_lint, &args),
+        Task::Image { tags } => image::image(&tags),
+        Task::Demo { release } => demo::demo(release),
         Task::Bench {
             bench:
                 Bench::Xdp {

@@ -56,6 +56,11 @@ const PACKAGES: &[Group] = &[
             "python3-venv",
             // `systemd-analyze verify` on the systemd unit.
             "systemd",
+            // The container image (`cargo xtask image`) and running it; podman
+            // with runc, as crun does not work on these machines.
+            "buildah",
+            "podman",
+            "runc",
         ],
         to_build: false,
     },
@@ -446,7 +451,7 @@ fn missing_from<'a>(wanted: &[&'a str], dpkg_output: &str) -> Vec<&'a str> {
 }
 
 /// Whether this process's effective uid is 0.
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| effective_uid(&status))

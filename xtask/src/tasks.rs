@@ -57,8 +57,9 @@ struct Step {
     hint: Option<&'static str>,
 }
 
-/// Setup, `cargo fmt --check`, clippy with warnings denied, then the
-/// workspace's tests (the root-only ones skip with a message when not root).
+/// Setup, `cargo fmt --check`, clippy with warnings denied, the workspace's
+/// tests (the root-only ones skip with a message when not root), then, as
+/// root, the demo.
 pub fn test(no_lint: bool, test_args: &[String]) -> Result<()> {
     let mut steps = vec![Step {
         name: "setup",
@@ -98,6 +99,19 @@ pub fn test(no_lint: bool, test_args: &[String]) -> Result<()> {
         cmd: Some(tests),
         hint: None,
     });
+    // The README's five-minute lab, so it cannot rot: it checks its own
+    // outcome. It needs root for namespaces and XDP.
+    if setup::is_root() && test_args.is_empty() {
+        let mut demo = Command::new(std::env::current_exe().context("test: finding xtask")?);
+        demo.arg("demo");
+        steps.push(Step {
+            name: "demo",
+            cmd: Some(demo),
+            hint: None,
+        });
+    } else if !setup::is_root() {
+        println!("test: not root, so the demo step (`cargo xtask demo`) is left out");
+    }
 
     let total = steps.len();
     for (i, step) in steps.into_iter().enumerate() {

@@ -359,6 +359,8 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d.
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let shared = shared.clone();
         let entrypoint = entrypoint.clone();
         tokio::spawn(async move {
