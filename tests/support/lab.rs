@@ -17,6 +17,7 @@
 pub mod api;
 pub mod backend;
 pub mod client;
+pub mod container;
 pub mod daemon;
 pub mod net;
 pub mod proxy;
@@ -24,6 +25,9 @@ pub mod proxy;
 pub use api::{ApiServer, Reply, Served, TestPki};
 pub use backend::Backend;
 pub use client::{Call, Client};
+pub use container::{
+    container_tools_ready, output, podman, seccomp_option, Container, TestImage, CONFIG_IN_IMAGE,
+};
 pub use daemon::{
     admin_get, wait_for, xdp_program_ids, xdpgate, CliOutput, Daemon, HttpReply, KernelCounters,
     Metrics, Workdir, ADMIN_PORT,
