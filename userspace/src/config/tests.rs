@@ -1026,3 +1026,66 @@ fn the_examples_in_the_reference_doc_are_valid() {
         "the doc shows the real default"
     );
 }
+
+/// A config that visits every table the reader knows, so that the keys each
+/// table accepts are all recorded.
+const EVERY_TABLE: &str = r#"
+state_dir: /var/lib/xdpgate
+watch_interval: 500ms
+log: { level: info, format: json }
+admin: { listen: "127.0.0.1:9901" }
+filter:
+  interfaces: [eth0]
+  pin_dir: /sys/fs/bpf/xdpgate
+  strict: false
+  sets:
+    cloudflare: { cloudflare: { url: "https://api.cloudflare.com/client/v4/ips", refresh: 6h, timeout: 10s, ca_file: /etc/ssl/ca.pem }, max_shrink: 0.5 }
+    nodes: { cidrs: [10.0.0.1/32], files: [/etc/xdpgate/nodes.txt] }
+    admins: { file: /etc/xdpgate/admins.txt }
+    bad: { cidrs: [192.0.2.0/24] }
+  allow:
+    - { tcp: [443], udp: [8472], from: [cloudflare, nodes] }
+    - { tcp: [22], from: [admins] }
+  deny: [bad]
+proxy:
+  trusted: [cloudflare]
+  entrypoints:
+    web: { listen: "[::]:80", redirect: { to: websecure, code: 308 } }
+    websecure:
+      listen: ["[::]:443"]
+      tls: { certs: [{ cert: /etc/xdpgate/tls/tls.crt, key: /etc/xdpgate/tls/tls.key }], client_ca: /etc/xdpgate/aop.pem, min_version: "1.2" }
+      limits: { header_read_timeout: 10s, max_header_bytes: 32768, idle_timeout: 60s, max_connections: 100, h2_max_concurrent_streams: 100, handshake_timeout: 10s }
+  services:
+    api: { target: "api.default.svc.cluster.local:8000", h2c: false, connect_timeout: 5s, response_header_timeout: 60s, idle_timeout: 90s, resolve_interval: 5s, eject_for: 10s }
+  routes:
+    - { name: api, host: api.example.com, path: /, path_type: Prefix, service: api, entrypoints: [websecure], middlewares: [] }
+  default_service: api
+  drain: { accept_grace: 5s, grace_timeout: 30s }
+  access_log: { enabled: true, path: /var/log/xdpgate/access.log }
+  middlewares: {}
+"#;
+
+#[test]
+fn every_key_the_reader_accepts_is_in_the_reference_doc() {
+    yaml::KNOWN_KEYS.with(|k| k.borrow_mut().clear());
+    parse(EVERY_TABLE, Path::new("every-table.yaml")).expect("the every-table config parses");
+    let mut keys = yaml::KNOWN_KEYS.with(|k| k.borrow().clone());
+    // Maps keyed by the operator's own names (sets, entrypoints, services)
+    // accept the names defined in them; those are not schema keys.
+    for own_name in ["bad", "nodes", "admins", "web", "websecure", "api"] {
+        keys.remove(own_name);
+    }
+    assert!(
+        keys.len() > 60,
+        "the reader's tables were visited: {keys:?}"
+    );
+    let doc = include_str!("../../../docs/config.md");
+    let undocumented: Vec<&String> = keys
+        .iter()
+        .filter(|key| !doc.contains(&format!("`{key}`")))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "keys the config reader accepts but docs/config.md never names: {undocumented:?}"
+    );
+}

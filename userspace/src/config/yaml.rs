@@ -265,6 +265,11 @@ impl<'a> Val<'a> {
     /// an empty mapping). An unknown key is reported with the nearest known
     /// one when it looks like a typo.
     pub fn table(&self, path: &str, known: &[&str]) -> Result<Table<'a>, ConfigError> {
+        #[cfg(test)]
+        KNOWN_KEYS.with(|keys| {
+            keys.borrow_mut()
+                .extend(known.iter().map(|k| k.to_string()))
+        });
         let entries: &'a [Entry] = match &self.node.value {
             Value::Map(entries) => entries,
             Value::Null => &[],
@@ -392,3 +397,11 @@ fn describe(value: &Value) -> &'static str {
 }
 
 pub(super) use crate::policy::closest_name;
+
+#[cfg(test)]
+thread_local! {
+    /// Every key name a table accepted while parsing on this thread: the
+    /// test that holds docs/config.md to the reader collects them.
+    pub(super) static KNOWN_KEYS: std::cell::RefCell<std::collections::BTreeSet<String>> =
+        std::cell::RefCell::new(std::collections::BTreeSet::new());
+}
