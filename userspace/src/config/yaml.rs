@@ -403,5 +403,5 @@ thread_local! {
     /// Every key name a table accepted while parsing on this thread: the
     /// test that holds docs/config.md to the reader collects them.
     pub(super) static KNOWN_KEYS: std::cell::RefCell<std::collections::BTreeSet<String>> =
-        std::cell::RefCell::new(std::collections::BTreeSet::new());
+        const { std::cell::RefCell::new(std::collections::BTreeSet::new()) };
 }
