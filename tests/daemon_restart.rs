@@ -4,81 +4,15 @@
 //! A flood of connection attempts from non-member addresses runs through the
 //! kill and the restart to look for that moment. Needs root.
 use std::{
-    net::{IpAddr, SocketAddr},
-    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    net::IpAddr,
+    sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
 
-use socket2::{Domain, Protocol, Socket, Type};
 use xdpgate_tests::lab::{
-    enter_netns, lab_ready, members, outsiders, server_addr, tcp_connects, wait_for,
-    xdp_program_ids, Daemon, Lab, TcpServer, Workdir, TCP_PORT,
+    flood, lab_ready, members, outsiders, tcp_connects, wait_for, xdp_program_ids, Daemon, Flood,
+    Lab, TcpServer, Workdir, FLOOD_THREADS, TCP_PORT,
 };
-
-/// Each flood thread sends this many SYNs at once, gives them this long to
-/// be answered (on a veth an answer takes far less), closes the sockets and
-/// starts over: thousands of SYNs a second, so that even a window of a
-/// fraction of a millisecond would let some through.
-const FLOOD_BATCH: usize = 32;
-const FLOOD_WAIT: Duration = Duration::from_millis(20);
-const FLOOD_THREADS: usize = 4;
-
-/// What the flood saw.
-#[derive(Default)]
-struct Flood {
-    /// Attempts whose SYN went out and got no answer.
-    unanswered: AtomicU64,
-    /// Non-member connections that completed: each one is a hole.
-    breaches: std::sync::Mutex<Vec<String>>,
-    /// Attempts that failed locally (no SYN sent), by error.
-    local_errors: std::sync::Mutex<Vec<String>>,
-}
-
-/// A non-blocking connection attempt from `source`: the SYN is on its way
-/// when this returns.
-fn start_connect(source: IpAddr) -> std::io::Result<Socket> {
-    let domain = if source.is_ipv4() {
-        Domain::IPV4
-    } else {
-        Domain::IPV6
-    };
-    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&SocketAddr::new(source, 0).into())?;
-    match socket.connect(&server_addr(source, TCP_PORT).into()) {
-        Ok(()) => Ok(socket),
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(socket),
-        Err(e) => Err(e),
-    }
-}
-
-/// Batches of connection attempts from `sources` in turn until `stop`.
-fn flood(client_ns: &str, sources: &[IpAddr], stop: &AtomicBool, seen: &Flood) {
-    enter_netns(client_ns);
-    let mut next = sources.iter().cycle();
-    while !stop.load(Ordering::Relaxed) {
-        let mut batch = Vec::with_capacity(FLOOD_BATCH);
-        for &source in next.by_ref().take(FLOOD_BATCH) {
-            match start_connect(source) {
-                Ok(socket) => batch.push((source, socket)),
-                Err(e) => seen
-                    .local_errors
-                    .lock()
-                    .unwrap()
-                    .push(format!("{source}: {e}")),
-            }
-        }
-        std::thread::sleep(FLOOD_WAIT);
-        for (source, socket) in batch {
-            // A peer address means the handshake completed.
-            if socket.peer_addr().is_ok() {
-                seen.breaches.lock().unwrap().push(source.to_string());
-            } else {
-                seen.unanswered.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-}
 
 fn not_member_tcp(counters: &xdpgate_tests::lab::KernelCounters) -> u64 {
     counters.get("not_member_tcp", "ipv4") + counters.get("not_member_tcp", "ipv6")

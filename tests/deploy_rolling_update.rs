@@ -10,7 +10,7 @@
 //! and namespaces are removed on drop, also when an assertion fails. Needs
 //! root, buildah, podman and runc.
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Mutex,
@@ -18,11 +18,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use socket2::{Domain, Protocol, Socket, Type};
 use xdpgate_tests::lab::{
-    connect_from, container_tools_ready, enter_netns, lab_ready, members, outsiders, server_addr,
-    wait_for, xdp_program_ids, Container, KernelCounters, Lab, TcpServer, TestImage, Workdir,
-    TCP_PORT,
+    connect_from, container_tools_ready, enter_netns, flood, lab_ready, members, outsiders,
+    wait_for, xdp_program_ids, Container, Flood, KernelCounters, Lab, TcpServer, TestImage,
+    Workdir, FLOOD_THREADS, TCP_PORT,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_xdpgate-under-test");
@@ -32,11 +31,6 @@ const MEMBER_TIMEOUT: Duration = Duration::from_secs(1);
 /// The pause between one member's connections.
 const MEMBER_PAUSE: Duration = Duration::from_millis(5);
 const MEMBER_THREADS: usize = 4;
-/// As in daemon_restart.rs: batches of non-blocking non-member SYNs, each
-/// given this long to be answered, thousands a second in all.
-const FLOOD_BATCH: usize = 32;
-const FLOOD_WAIT: Duration = Duration::from_millis(20);
-const FLOOD_THREADS: usize = 4;
 /// How long traffic keeps running after the new container is ready.
 const AFTER_UPDATE: Duration = Duration::from_secs(1);
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -71,62 +65,6 @@ fn member_loop(client_ns: &str, sources: &[IpAddr], stop: &AtomicBool, seen: &Me
 }
 
 /// What the non-member flood saw.
-#[derive(Default)]
-struct Flood {
-    /// Attempts whose SYN went out and got no answer.
-    unanswered: AtomicU64,
-    /// Non-member connections that completed: each one is a hole.
-    breaches: Mutex<Vec<String>>,
-    /// Attempts that failed locally (no SYN sent), by error.
-    local_errors: Mutex<Vec<String>>,
-}
-
-/// A non-blocking connection attempt from `source`: the SYN is on its way
-/// when this returns.
-fn start_connect(source: IpAddr) -> std::io::Result<Socket> {
-    let domain = if source.is_ipv4() {
-        Domain::IPV4
-    } else {
-        Domain::IPV6
-    };
-    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&SocketAddr::new(source, 0).into())?;
-    match socket.connect(&server_addr(source, TCP_PORT).into()) {
-        Ok(()) => Ok(socket),
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(socket),
-        Err(e) => Err(e),
-    }
-}
-
-/// Batches of connection attempts from `sources` in turn until `stop`.
-fn flood(client_ns: &str, sources: &[IpAddr], stop: &AtomicBool, seen: &Flood) {
-    enter_netns(client_ns);
-    let mut next = sources.iter().cycle();
-    while !stop.load(Ordering::Relaxed) {
-        let mut batch = Vec::with_capacity(FLOOD_BATCH);
-        for &source in next.by_ref().take(FLOOD_BATCH) {
-            match start_connect(source) {
-                Ok(socket) => batch.push((source, socket)),
-                Err(e) => seen
-                    .local_errors
-                    .lock()
-                    .unwrap()
-                    .push(format!("{source}: {e}")),
-            }
-        }
-        std::thread::sleep(FLOOD_WAIT);
-        for (source, socket) in batch {
-            // A peer address means the handshake completed.
-            if socket.peer_addr().is_ok() {
-                seen.breaches.lock().unwrap().push(source.to_string());
-            } else {
-                seen.unanswered.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-}
-
 fn not_member_tcp(counters: &KernelCounters) -> u64 {
     counters.get("not_member_tcp", "ipv4") + counters.get("not_member_tcp", "ipv6")
 }

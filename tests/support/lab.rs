@@ -19,6 +19,7 @@ pub mod backend;
 pub mod client;
 pub mod container;
 pub mod daemon;
+pub mod flood;
 pub mod net;
 pub mod proxy;
 
@@ -32,6 +33,7 @@ pub use daemon::{
     admin_get, wait_for, xdp_program_ids, xdpgate, CliOutput, Daemon, HttpReply, KernelCounters,
     Metrics, Workdir, ADMIN_PORT,
 };
+pub use flood::{flood, start_connect, Flood, FLOOD_BATCH, FLOOD_THREADS, FLOOD_WAIT};
 pub use net::{
     connect_from, enter_netns, in_netns, members, outsiders, server_addr, tcp_connects,
     tcp_outcomes, udp_echo_from, udp_outcomes, Lab, TcpServer, Tool, ToolOutput, UdpEcho,
