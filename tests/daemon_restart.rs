@@ -4,7 +4,6 @@
 //! A flood of connection attempts from non-member addresses runs through the
 //! kill and the restart to look for that moment. Needs root.
 use std::{
-    net::IpAddr,
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
@@ -120,20 +119,7 @@ fn kill_9_keeps_outsiders_out_and_a_restart_adopts_the_pins_without_a_window() {
             )
         });
 
-    let breaches = seen.breaches.lock().unwrap().clone();
-    assert!(
-        breaches.is_empty(),
-        "non-member connections completed during the kill and restart: {breaches:?}"
-    );
-    let intruders: Vec<IpAddr> = tcp
-        .peers()
-        .into_iter()
-        .filter(|p| !members.contains(p))
-        .collect();
-    assert!(
-        intruders.is_empty(),
-        "the listener accepted non-members: {intruders:?}"
-    );
+    seen.assert_kept_out(&tcp, &members, "the kill and restart");
     let unanswered = seen.unanswered.load(Ordering::Relaxed);
     println!(
         "flood: {unanswered} unanswered attempts, {} local errors; drops before kill {}, \

@@ -197,20 +197,7 @@ fn a_rolling_update_of_the_container_keeps_members_in_and_outsiders_out() {
         "{} member connections failed during the update ({connected} made): {failures:?}",
         failures.len()
     );
-    let breaches = seen.breaches.lock().unwrap().clone();
-    assert!(
-        breaches.is_empty(),
-        "non-member connections completed during the update: {breaches:?}"
-    );
-    let intruders: Vec<IpAddr> = tcp
-        .peers()
-        .into_iter()
-        .filter(|p| !members.contains(p))
-        .collect();
-    assert!(
-        intruders.is_empty(),
-        "the listener accepted non-members: {intruders:?}"
-    );
+    seen.assert_kept_out(&tcp, &members, "the update");
     assert!(
         local_errors.is_empty(),
         "every flood attempt sent its SYN: {local_errors:?}"

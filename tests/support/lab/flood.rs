@@ -10,7 +10,10 @@ use std::{
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::{net::enter_netns, server_addr};
+use super::{
+    net::{enter_netns, TcpServer},
+    server_addr,
+};
 use crate::lab::TCP_PORT;
 
 /// Each flood thread sends this many SYNs at once, gives them this long to
@@ -75,5 +78,26 @@ pub fn flood(client_ns: &str, sources: &[IpAddr], stop: &AtomicBool, seen: &Floo
                 seen.unanswered.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+impl Flood {
+    /// Asserts that no non-member got through `during` something: no flood
+    /// attempt completed a handshake and `listener` accepted only `members`.
+    pub fn assert_kept_out(&self, listener: &TcpServer, members: &[IpAddr], during: &str) {
+        let breaches = self.breaches.lock().unwrap().clone();
+        assert!(
+            breaches.is_empty(),
+            "non-member connections completed during {during}: {breaches:?}"
+        );
+        let intruders: Vec<IpAddr> = listener
+            .peers()
+            .into_iter()
+            .filter(|p| !members.contains(p))
+            .collect();
+        assert!(
+            intruders.is_empty(),
+            "the listener accepted non-members: {intruders:?}"
+        );
     }
 }

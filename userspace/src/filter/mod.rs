@@ -283,10 +283,7 @@ impl Filter {
     /// Attaches in driver mode, falling back to generic mode where the driver
     /// refuses. The attachment lasts as long as this `Filter` (or its pin).
     pub fn attach(&mut self, interface: &str) -> Result<AttachMode, FilterError> {
-        let exists = std::ffi::CString::new(interface)
-            .map(|name| unsafe { libc::if_nametoindex(name.as_ptr()) } != 0)
-            .unwrap_or(false);
-        if !exists {
+        if bpfsys::ifindex(interface).is_none() {
             return Err(FilterError::NoSuchInterface(interface.to_string()));
         }
         let program = self.program();

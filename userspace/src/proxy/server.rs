@@ -122,7 +122,6 @@ pub struct Proxy {
     shared: Arc<Shared>,
     listeners: Vec<tokio::task::JoinHandle<()>>,
     stop_accepting: watch::Sender<bool>,
-    bound: Vec<(String, SocketAddr)>,
 }
 
 struct Shared {
@@ -163,7 +162,6 @@ impl Proxy {
         shared.publish_certificates();
         let (stop_accepting, stop_rx) = watch::channel(false);
         let mut listeners = Vec::new();
-        let mut bound = Vec::new();
         for entrypoint in &config.entrypoints {
             let slots = Arc::new(Semaphore::new(entrypoint.limits.max_connections));
             for address in &entrypoint.listen {
@@ -176,7 +174,6 @@ impl Proxy {
                     tls = entrypoint.tls.is_some(),
                     "listening on {local}"
                 );
-                bound.push((entrypoint.name.clone(), local));
                 listeners.push(tokio::spawn(accept_loop(
                     shared.clone(),
                     entrypoint.name.clone(),
@@ -190,13 +187,7 @@ impl Proxy {
             shared,
             listeners,
             stop_accepting,
-            bound,
         })
-    }
-
-    /// The addresses actually bound (with port 0 resolved), per entrypoint.
-    pub fn bound(&self) -> &[(String, SocketAddr)] {
-        &self.bound
     }
 
     /// Swaps in routes, upstreams and certificates from `config` at once.

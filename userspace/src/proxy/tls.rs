@@ -509,9 +509,7 @@ fn describe(cert: &CertificateDer<'_>) -> Result<(Vec<String>, i64), String> {
 }
 
 fn log_loaded(entrypoint: &str, cert: &LoadedCert, what: &str) {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = crate::status::unix_now() as i64;
     let names = cert.names.join(", ");
     if cert.not_after < now {
         tracing::warn!(
