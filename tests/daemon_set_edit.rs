@@ -20,6 +20,9 @@ const TAKES_EFFECT_WITHIN: Duration = Duration::from_secs(2);
 /// A member's SYN on a veth is answered in well under a millisecond; a
 /// dropped one is retransmitted only after a second, so this tells them apart.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
+/// Pause between probe attempts: the edit's timing is read to this
+/// resolution.
+const PROBE_PACE: Duration = Duration::from_millis(5);
 /// The steady connections use the kernel's own first retransmission as the
 /// bound: a single dropped SYN fails them.
 const STEADY_TIMEOUT: Duration = Duration::from_secs(1);
@@ -58,6 +61,12 @@ fn keep_connecting(client_ns: &str, source: IpAddr, stop: &AtomicBool) -> (u32, 
 /// after `since` the outcome became `connects`: for a newly allowed source,
 /// when its first connection completed; for a removed one, when the first
 /// attempt that was dropped began. `None` if it did not happen within 5 s.
+///
+/// Attempts are paced: a source that is still allowed connects in well under
+/// a millisecond, and an unpaced loop opened thousands of connections a
+/// second, overflowed the test listener's accept queue (`ListenOverflows`)
+/// and so made the kernel drop a steady client's SYN, which looked like a
+/// filter failure.
 fn time_until(client_ns: &str, source: IpAddr, connects: bool, since: Instant) -> Option<Duration> {
     enter_netns(client_ns);
     while since.elapsed() < Duration::from_secs(5) {
@@ -66,8 +75,29 @@ fn time_until(client_ns: &str, source: IpAddr, connects: bool, since: Instant) -
         if connected == connects {
             return Some(if connects { since.elapsed() } else { began });
         }
+        std::thread::sleep(PROBE_PACE);
     }
     None
+}
+
+/// `TcpExt ListenDrops` of the namespace: SYNs its listeners dropped for
+/// want of room in the accept queue.
+fn listen_drops(netns: &str) -> u64 {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", netns, "cat", "/proc/net/netstat"])
+        .output()
+        .expect("run ip netns exec cat /proc/net/netstat");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        panic!("no TcpExt lines in /proc/net/netstat of {netns}: {text}");
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "ListenDrops")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or_else(|| panic!("no TcpExt ListenDrops in /proc/net/netstat of {netns}"))
 }
 
 /// Writes `text` to a temporary file beside `path` and renames it over.
@@ -200,6 +230,9 @@ fn a_set_file_edit_takes_effect_within_2s_without_reattaching_or_failing_steady_
             "{how}: the removed address was dropped {removed:?} after the edit"
         );
     }
+    // A SYN the test's own listener had no room for is not the filter's
+    // doing; say so rather than blame the filter.
+    let listen_drops = listen_drops(&lab.server_ns);
     for (source, (made, failures)) in steady.iter().zip(&steady_results) {
         println!(
             "{source}: {made} steady connections, {} failed",
@@ -207,7 +240,9 @@ fn a_set_file_edit_takes_effect_within_2s_without_reattaching_or_failing_steady_
         );
         assert!(
             failures.is_empty(),
-            "{source} is allowed before and after the edits, yet connections failed: {failures:?}"
+            "{source} is allowed before and after the edits, yet connections failed: {failures:?} \
+             (the test listener's ListenDrops: {listen_drops}; non-zero means the harness, \
+             not the filter, dropped a SYN)"
         );
         assert!(
             *made >= 10,
