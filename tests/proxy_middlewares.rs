@@ -3,14 +3,15 @@
 //! limit (429 with `Retry-After` after the burst, then recovery; keyed by
 //! `CF-Connecting-IP` from a trusted peer and by the peer address from
 //! anyone else), the IP allowlist by set and by CIDR on the real client IP,
-//! the scheme redirect, path prefixes and request headers. The echo backend
+//! the scheme redirect, path prefixes and request headers, and compression
+//! as curl negotiates it. The echo backend
 //! shows what reached it; the metrics and the access log show the refusals.
 //! basic_auth and body_limit are in `proxy_middlewares_auth.rs`. Needs root.
 use std::time::Duration;
 
 use xdpgate_tests::lab::{
-    access_log, lab_ready, members, outsiders, wait_for, Backend, Call, Metrics, ProxyLab,
-    ProxySetup,
+    access_log, curl, lab_ready, members, outsiders, tools_ready, wait_for, Backend, Call, Metrics,
+    ProxyLab, ProxySetup,
 };
 
 const BACKEND_PORT: u16 = 9100;
@@ -403,4 +404,76 @@ fn redirects_prefixes_and_request_headers_change_what_the_upstream_sees() {
         .unwrap();
     assert_eq!(legacy.json()["path"], "/v1/legacy/items");
     assert_eq!(rejections(&proxy, "tohttps", "redirect_scheme", "301"), 2.0);
+}
+
+#[test]
+fn compress_negotiates_with_curl_and_skips_small_or_refused() {
+    let test = "compress_negotiates_with_curl_and_skips_small_or_refused";
+    if !lab_ready(test, &[]) || !tools_ready(test, &[("curl", "curl")]) {
+        return;
+    }
+    let (proxy, _backend) = start(
+        "mwc",
+        &format!(
+            "  routes:
+    - {{ name: squeezed, path: /, service: \"{BACKEND}\", middlewares: [squeeze] }}
+    - {{ name: big-only, path: /big-only, service: \"{BACKEND}\", middlewares: [bigonly] }}
+  middlewares:
+    squeeze: {{ compress: {{ min_bytes: 64 }} }}
+    bigonly: {{ compress: {{ min_bytes: 60000 }} }}
+"
+        ),
+    );
+    // curl offers what it was built with (deflate, gzip, br, zstd) and
+    // decodes the answer itself.
+    for (offer, expected) in [(None, "zstd"), (Some("br"), "br"), (Some("gzip"), "gzip")] {
+        let header = offer.map(|offer| format!("accept-encoding: {offer}"));
+        let mut args = vec!["--include", "--compressed"];
+        if let Some(header) = &header {
+            args.extend(["--header", header.as_str()]);
+        }
+        args.push("https://localhost:8443/page?x=1");
+        let out = curl(
+            &proxy.lab,
+            &proxy.pki.ca_file,
+            &args,
+            Duration::from_secs(10),
+        );
+        let (head, body) = out
+            .stdout
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("{offer:?}: {} {}", out.stdout, out.stderr));
+        let head = head.to_lowercase();
+        assert!(
+            head.contains(&format!("content-encoding: {expected}")),
+            "{offer:?}: {head}"
+        );
+        assert!(head.contains("vary: accept-encoding"), "{offer:?}: {head}");
+        let seen: serde_json::Value = serde_json::from_str(body)
+            .unwrap_or_else(|e| panic!("{offer:?}: curl could not decode ({e}): {body:?}"));
+        assert_eq!(seen["path"], "/page", "{offer:?}");
+    }
+    let outsider = outsiders()[0];
+    let gzip = proxy
+        .send(&Call::plain(outsider).header("accept-encoding", "gzip"))
+        .unwrap();
+    assert_eq!(gzip.headers["content-encoding"], "gzip");
+    assert_eq!(&gzip.body[..2], &[0x1f, 0x8b], "a gzip stream");
+    for (what, call) in [
+        (
+            "identity only",
+            Call::plain(outsider).header("accept-encoding", "identity"),
+        ),
+        ("no accept-encoding", Call::plain(outsider)),
+        (
+            "smaller than min_bytes",
+            Call::plain(outsider)
+                .header("accept-encoding", "gzip")
+                .path("/big-only"),
+        ),
+    ] {
+        let reply = proxy.send(&call).unwrap();
+        assert!(reply.headers.get("content-encoding").is_none(), "{what}");
+        assert_eq!(reply.json()["backend"], "app", "{what}: plain JSON");
+    }
 }

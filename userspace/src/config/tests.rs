@@ -1084,6 +1084,7 @@ proxy:
     strip: { strip_prefix: { prefixes: [/api] } }
     add: { add_prefix: { prefix: /v1 } }
     reqheaders: { headers: { set: { X-Env: prod }, remove: [X-Debug] } }
+    squeeze: { compress: { min_bytes: 1024 } }
 "#;
 
 #[test]
@@ -1109,6 +1110,7 @@ fn every_key_the_reader_accepts_is_in_the_reference_doc() {
         "strip",
         "add",
         "reqheaders",
+        "squeeze",
         "X-Served-By",
         "X-Env",
     ] {

@@ -1,6 +1,7 @@
 //! `proxy.middlewares`: each name maps to exactly one kind
 //! (`security_headers`, `rate_limit`, `ip_allow`, `basic_auth`,
-//! `redirect_scheme`, `body_limit`, `strip_prefix`, `add_prefix`, `headers`)
+//! `redirect_scheme`, `body_limit`, `strip_prefix`, `add_prefix`, `headers`,
+//! `compress`)
 //! and its settings. Values are checked here (header names and values,
 //! policy keywords, sets that exist, numbers in range) so the proxy can
 //! build each middleware without surprises; files (htpasswd) are the
@@ -18,14 +19,14 @@ use crate::{
     },
     policy::parse_net,
     proxy::{
-        AddPrefixConfig, BasicAuthConfig, BodyLimitConfig, HeadersConfig, HstsConfig,
-        IpAllowConfig, MiddlewareConfig, RateLimitConfig, RedirectSchemeConfig,
+        AddPrefixConfig, BasicAuthConfig, BodyLimitConfig, CompressConfig, HeadersConfig,
+        HstsConfig, IpAllowConfig, MiddlewareConfig, RateLimitConfig, RedirectSchemeConfig,
         SecurityHeadersConfig, StripPrefixConfig,
     },
     sets::SetSpec,
 };
 
-const KINDS: [&str; 9] = [
+const KINDS: [&str; 10] = [
     "security_headers",
     "rate_limit",
     "ip_allow",
@@ -35,6 +36,7 @@ const KINDS: [&str; 9] = [
     "strip_prefix",
     "add_prefix",
     "headers",
+    "compress",
 ];
 
 /// Keys in rate-limit buckets are at most this many, whatever the file says
@@ -89,6 +91,7 @@ pub(super) fn read_middlewares(
             "body_limit" => MiddlewareConfig::BodyLimit(read_body_limit(settings, &path)?),
             "strip_prefix" => MiddlewareConfig::StripPrefix(read_strip_prefix(settings, &path)?),
             "add_prefix" => MiddlewareConfig::AddPrefix(read_add_prefix(settings, &path)?),
+            "compress" => MiddlewareConfig::Compress(read_compress(settings, &path)?),
             _ => MiddlewareConfig::Headers(read_headers(settings, &path)?),
         };
         middlewares.insert(name.to_string(), config);
@@ -526,6 +529,15 @@ fn read_add_prefix(v: Val, path: &str) -> Result<AddPrefixConfig, ConfigError> {
     Ok(AddPrefixConfig {
         prefix: route_path(text.trim()).map_err(|m| prefix.error(&path, m))?,
     })
+}
+
+fn read_compress(v: Val, path: &str) -> Result<CompressConfig, ConfigError> {
+    let table = v.table(path, &["min_bytes"])?;
+    let mut config = CompressConfig { min_bytes: 1024 };
+    if let Some(v) = table.get("min_bytes") {
+        config.min_bytes = whole(v, &table.key_path("min_bytes"), 0, u64::from(u16::MAX))? as u16;
+    }
+    Ok(config)
 }
 
 /// A whole number in `min..=max`.

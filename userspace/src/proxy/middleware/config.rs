@@ -17,6 +17,7 @@ pub enum MiddlewareConfig {
     StripPrefix(StripPrefixConfig),
     AddPrefix(AddPrefixConfig),
     Headers(HeadersConfig),
+    Compress(CompressConfig),
 }
 
 impl MiddlewareConfig {
@@ -32,6 +33,7 @@ impl MiddlewareConfig {
             MiddlewareConfig::StripPrefix(_) => "strip_prefix",
             MiddlewareConfig::AddPrefix(_) => "add_prefix",
             MiddlewareConfig::Headers(_) => "headers",
+            MiddlewareConfig::Compress(_) => "compress",
         }
     }
 }
@@ -131,4 +133,12 @@ pub struct AddPrefixConfig {
 pub struct HeadersConfig {
     pub set: BTreeMap<String, String>,
     pub remove: Vec<String>,
+}
+
+/// Response compression (gzip, br, zstd), negotiated per request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompressConfig {
+    /// Smaller responses (by their declared length) are sent as they are.
+    /// Default 1024.
+    pub min_bytes: u16,
 }

@@ -38,6 +38,7 @@ use super::{
 
 mod basic_auth;
 mod body_limit;
+mod compress;
 pub mod config;
 mod headers;
 mod htpasswd;
@@ -76,6 +77,7 @@ enum Layer {
     StripPrefix(rewrite::StripPrefix),
     AddPrefix(rewrite::AddPrefix),
     Headers(headers::RequestHeaders),
+    Compress(compress::Compress),
 }
 
 impl Layer {
@@ -96,6 +98,7 @@ impl Layer {
             MiddlewareConfig::StripPrefix(c) => Layer::StripPrefix(rewrite::StripPrefix::new(c)),
             MiddlewareConfig::AddPrefix(c) => Layer::AddPrefix(rewrite::AddPrefix::new(c)),
             MiddlewareConfig::Headers(c) => Layer::Headers(headers::RequestHeaders::new(c)?),
+            MiddlewareConfig::Compress(c) => Layer::Compress(compress::Compress::new(c)),
         })
     }
 }
@@ -214,6 +217,8 @@ pub struct Passed<'c> {
     chain: &'c Chain,
     /// Set by a body limit when the streamed request body crossed it.
     body_overflow: Option<body_limit::Overflow>,
+    /// The request's, for `compress`.
+    accept_encoding: Option<HeaderValue>,
 }
 
 impl Chain {
@@ -228,6 +233,7 @@ impl Chain {
         let mut passed = Passed {
             chain: self,
             body_overflow: None,
+            accept_encoding: request.headers().get(header::ACCEPT_ENCODING).cloned(),
         };
         for (index, step) in self.steps.iter().enumerate() {
             let answer = match step.layer.as_ref() {
@@ -263,10 +269,10 @@ impl Chain {
                     headers.apply(request.headers_mut());
                     Ok(())
                 }
-                Layer::SecurityHeaders(_) => Ok(()),
+                Layer::SecurityHeaders(_) | Layer::Compress(_) => Ok(()),
             };
             if let Err(response) = answer {
-                let mut response = *response;
+                let response = *response;
                 metrics
                     .middleware_rejections
                     .get_or_create(&RejectionLabels {
@@ -275,8 +281,8 @@ impl Chain {
                         code: response.status().as_u16(),
                     })
                     .inc();
-                respond(&self.steps[..index], &mut response);
-                return Err(response);
+                let accept = passed.accept_encoding.as_ref();
+                return Err(respond(&self.steps[..index], response, accept));
             }
         }
         Ok(passed)
@@ -297,7 +303,7 @@ impl Passed<'_> {
         response: Response<ProxyBody>,
         metrics: &ProxyMetrics,
     ) -> Response<ProxyBody> {
-        let mut response = match &self.body_overflow {
+        let response = match &self.body_overflow {
             Some(overflow) if overflow.happened() => {
                 metrics
                     .middleware_rejections
@@ -311,18 +317,24 @@ impl Passed<'_> {
             }
             _ => response,
         };
-        respond(&self.chain.steps, &mut response);
-        response
+        respond(&self.chain.steps, response, self.accept_encoding.as_ref())
     }
 }
 
 /// The response side of `steps`, last first.
-fn respond(steps: &[Step], response: &mut Response<ProxyBody>) {
+fn respond(
+    steps: &[Step],
+    mut response: Response<ProxyBody>,
+    accept_encoding: Option<&HeaderValue>,
+) -> Response<ProxyBody> {
     for step in steps.iter().rev() {
-        if let Layer::SecurityHeaders(security) = step.layer.as_ref() {
-            security.apply(response.headers_mut());
+        match step.layer.as_ref() {
+            Layer::SecurityHeaders(security) => security.apply(response.headers_mut()),
+            Layer::Compress(compress) => response = compress.apply(accept_encoding, response),
+            _ => {}
         }
     }
+    response
 }
 
 /// A short text answer of the proxy's own.
