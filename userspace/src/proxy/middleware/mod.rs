@@ -351,3 +351,69 @@ fn answer(status: StatusCode, text: &str) -> Response<ProxyBody> {
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::{PathType, RateLimitConfig};
+
+    fn limit(average: u32) -> MiddlewareConfig {
+        MiddlewareConfig::RateLimit(RateLimitConfig {
+            average,
+            period: std::time::Duration::from_secs(1),
+            burst: 1,
+            ipv6_subnet: None,
+            max_keys: 1024,
+        })
+    }
+
+    fn route(name: &str, middlewares: &[&str]) -> RouteConfig {
+        RouteConfig {
+            name: name.into(),
+            host: None,
+            path: "/".into(),
+            path_type: PathType::Prefix,
+            service: "api:80".into(),
+            entrypoints: Vec::new(),
+            middlewares: middlewares.iter().map(|m| m.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn an_unchanged_middleware_survives_a_rebuild_a_changed_one_does_not() {
+        let configs: BTreeMap<_, _> = [("a".to_string(), limit(1)), ("b".to_string(), limit(2))]
+            .into_iter()
+            .collect();
+        let first = Middlewares::build(&configs, None).unwrap();
+        let mut changed = configs.clone();
+        changed.insert("b".into(), limit(3));
+        let second = Middlewares::build(&changed, Some(&first)).unwrap();
+        let same =
+            |name: &str| Arc::ptr_eq(&first.by_name[name].layer, &second.by_name[name].layer);
+        assert!(same("a"), "unchanged: the same limiter, with its buckets");
+        assert!(!same("b"), "changed: a new limiter");
+    }
+
+    #[test]
+    fn chains_follow_route_order_and_skip_routes_without_middlewares() {
+        let configs: BTreeMap<_, _> = [("a".to_string(), limit(1)), ("b".to_string(), limit(2))]
+            .into_iter()
+            .collect();
+        let built = Middlewares::build(&configs, None).unwrap();
+        let chains = built
+            .chains(&[route("one", &["b", "a"]), route("two", &[])])
+            .unwrap();
+        let names: Vec<&str> = chains["one"]
+            .steps
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(names, ["b", "a"]);
+        assert!(!chains.contains_key("two"));
+        let error = built.chains(&[route("three", &["c"])]).err().unwrap();
+        assert!(
+            format!("{error:#}").contains("unknown middleware `c`"),
+            "{error:#}"
+        );
+    }
+}
