@@ -5,6 +5,11 @@
 //! with an error instead, which aborts the upstream request, and the proxy
 //! answers 413 in place of whatever the upstream failure would have been.
 //! Nothing is buffered.
+//!
+//! After a 413 the client is usually still sending. Closing the connection
+//! on unread bytes makes the kernel send a reset, which can destroy the 413
+//! before the client reads it; so what follows is read and thrown away for
+//! a while (a lingering close, as nginx does), up to a bound.
 use std::{
     pin::Pin,
     sync::{
@@ -25,6 +30,11 @@ use super::{answer, Answer, BodyLimitConfig};
 use crate::proxy::upstream::ProxyBody;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How much of a refused body is read and thrown away, at most, and for
+/// how long.
+const DISCARD_MAX: u64 = 16 << 20;
+const DISCARD_FOR: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub struct BodyLimit {
     max_bytes: u64,
@@ -70,12 +80,14 @@ impl BodyLimit {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .or_else(|| request.body().size_hint().exact());
         if declared.is_some_and(|length| length > self.max_bytes) {
+            discard(std::mem::replace(request.body_mut(), empty()));
             return Err(Box::new(too_large(self.max_bytes)));
         }
         let flag = Arc::new(AtomicBool::new(false));
         let body = std::mem::replace(request.body_mut(), empty());
         *request.body_mut() = Limited {
             inner: body,
+            limit: self.max_bytes,
             remaining: self.max_bytes,
             overflow: flag.clone(),
         }
@@ -101,6 +113,26 @@ pub fn too_large(limit: u64) -> Response<ProxyBody> {
     response
 }
 
+/// Reads what is left of a refused body in the background, so that the
+/// connection closes after the client has sent it (see the module doc).
+fn discard(mut body: ProxyBody) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let mut seen = 0u64;
+        let _ = tokio::time::timeout(DISCARD_FOR, async {
+            while let Some(Ok(frame)) = body.frame().await {
+                seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if seen > DISCARD_MAX {
+                    break;
+                }
+            }
+        })
+        .await;
+    });
+}
+
 fn empty() -> ProxyBody {
     http_body_util::Empty::new()
         .map_err(|never| -> BoxError { match never {} })
@@ -120,6 +152,7 @@ impl std::error::Error for TooLarge {}
 
 struct Limited {
     inner: ProxyBody,
+    limit: u64,
     remaining: u64,
     overflow: Arc<AtomicBool>,
 }
@@ -138,8 +171,9 @@ impl Body for Limited {
                 let length = data.len() as u64;
                 if length > self.remaining {
                     self.overflow.store(true, Ordering::SeqCst);
-                    let limit = self.remaining;
+                    let limit = self.limit;
                     self.remaining = 0;
+                    discard(std::mem::replace(&mut self.inner, empty()));
                     return Poll::Ready(Some(Err(Box::new(TooLarge(limit)))));
                 }
                 self.remaining -= length;
@@ -215,7 +249,7 @@ mod tests {
         let mut request = chunked(&[b"01234", b"56789", b"A"]);
         let overflow = limit.wrap(&mut request, "cap").unwrap();
         let error = drain(request).await.unwrap_err();
-        assert!(error.contains("larger than"), "{error}");
+        assert!(error.contains("larger than 10 bytes"), "{error}");
         assert!(overflow.happened());
         assert_eq!(overflow.middleware(), "cap");
     }
