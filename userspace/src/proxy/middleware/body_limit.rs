@@ -101,16 +101,13 @@ impl BodyLimit {
 }
 
 pub fn too_large(limit: u64) -> Response<ProxyBody> {
-    let mut response = answer(
+    // No `Connection: close`: hyper closes an HTTP/1 connection whose
+    // request body was not read to its end by itself, and keeps one whose
+    // rest was discarded in time (HTTP/2 has no such header).
+    answer(
         StatusCode::PAYLOAD_TOO_LARGE,
         &format!("413 request body larger than {limit} bytes"),
-    );
-    // The rest of the body is not read; the connection cannot be reused.
-    response.headers_mut().insert(
-        header::CONNECTION,
-        header::HeaderValue::from_static("close"),
-    );
-    response
+    )
 }
 
 /// Reads what is left of a refused body in the background, so that the
