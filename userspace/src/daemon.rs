@@ -281,6 +281,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
             Proxy::start(
                 proxy_config,
                 trusted_peers(proxy_config, &sets),
+                set_contents(&sets),
                 metrics.clone(),
             )
             .await?,
@@ -303,6 +304,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
                 daemon.sets_changed(&config, &sets, &interfaces);
                 if let (Some(proxy), Some(proxy_config)) = (&proxy, &config.proxy) {
                     proxy.set_trusted(trusted_peers(proxy_config, &sets));
+                    proxy.set_sets(set_contents(&sets));
                 }
                 false
             }
@@ -383,6 +385,15 @@ fn trusted_peers(proxy: &crate::proxy::ProxyConfig, sets: &SetsService) -> Trust
             .flatten()
             .copied(),
     )
+}
+
+/// Every loaded set as an address range set, for the proxy's `ip_allow`.
+fn set_contents(sets: &SetsService) -> crate::proxy::middleware::Sets {
+    sets.snapshot()
+        .contents()
+        .into_iter()
+        .map(|(name, prefixes)| (name, TrustedPeers::new(prefixes)))
+        .collect()
 }
 
 /// How often an interface that could not be attached is tried again.

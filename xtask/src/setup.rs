@@ -51,6 +51,9 @@ const PACKAGES: &[Group] = &[
             "wrk",
             "testssl.sh",
             "slowhttptest",
+            // `htpasswd`: the htpasswd files the basic_auth tests log in
+            // against are made by Apache's own tool.
+            "apache2-utils",
             // A Python venv for `kubernetes-validate` (the manifest checks;
             // `kubectl` is step 4).
             "python3-venv",

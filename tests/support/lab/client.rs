@@ -51,6 +51,8 @@ pub struct Call {
     body: Option<Bytes>,
     /// Bytes of a generated body sent instead of `body`.
     upload: Option<u64>,
+    /// Send `upload` without a length (chunked on HTTP/1.1).
+    chunked: bool,
     /// Count the response body instead of keeping it.
     count_body: bool,
     timeout: Duration,
@@ -71,6 +73,7 @@ impl Call {
             headers: Vec::new(),
             body: None,
             upload: None,
+            chunked: false,
             count_body: false,
             timeout: Duration::from_secs(10),
         }
@@ -131,6 +134,13 @@ impl Call {
     /// Sends a generated body of `bytes` bytes, streamed (never in memory).
     pub fn upload(mut self, bytes: u64) -> Call {
         self.upload = Some(bytes);
+        self
+    }
+
+    /// Sends the [`Call::upload`] body without declaring its length:
+    /// `Transfer-Encoding: chunked` on HTTP/1.1, no `content-length` on h2.
+    pub fn chunked(mut self) -> Call {
+        self.chunked = true;
         self
     }
 
@@ -439,6 +449,26 @@ pub fn socket_in(ns: &str, source: IpAddr) -> io::Result<TcpSocket> {
     Ok(TcpSocket::from_std_stream(stream))
 }
 
+/// A body that does not say how long it is, so that hyper streams it
+/// chunked instead of sending a `content-length`.
+struct Unsized<B>(B);
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Unsized<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        std::pin::Pin::new(&mut self.0).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+}
+
 fn build_request(call: &Call) -> io::Result<Request<RequestBody>> {
     let host = call
         .host
@@ -451,6 +481,9 @@ fn build_request(call: &Call) -> io::Result<Request<RequestBody>> {
         call.path.clone()
     };
     let body: RequestBody = match (&call.body, call.upload) {
+        (_, Some(bytes)) if call.chunked => Unsized(Filler { left: bytes })
+            .map_err(|never| match never {})
+            .boxed(),
         (_, Some(bytes)) => Filler { left: bytes }
             .map_err(|never| match never {})
             .boxed(),
@@ -466,7 +499,7 @@ fn build_request(call: &Call) -> io::Result<Request<RequestBody>> {
     for (name, value) in &call.headers {
         builder = builder.header(name, value);
     }
-    if let Some(bytes) = call.upload {
+    if let Some(bytes) = call.upload.filter(|_| !call.chunked) {
         builder = builder.header(header::CONTENT_LENGTH, bytes);
     }
     builder.body(body).map_err(io::Error::other)

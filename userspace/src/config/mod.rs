@@ -24,6 +24,8 @@ use crate::{
 };
 
 mod check;
+#[cfg(test)]
+mod middleware_tests;
 mod proxy;
 #[cfg(test)]
 mod proxy_tests;

@@ -26,22 +26,22 @@ filter:
     - { tcp: [80, 443], from: [cloudflare] }
 ";
 
-fn file(proxy: &str) -> String {
+pub(super) fn file(proxy: &str) -> String {
     dedent(proxy) + FILTER
 }
 
-fn config(proxy: &str) -> Config {
+pub(super) fn config(proxy: &str) -> Config {
     match parse(&file(proxy), Path::new(ORIGIN)) {
         Ok(config) => config,
         Err(e) => panic!("expected the config to parse, got: {e}"),
     }
 }
 
-fn proxy(text: &str) -> ProxyConfig {
+pub(super) fn proxy(text: &str) -> ProxyConfig {
     config(text).proxy.expect("a proxy section")
 }
 
-fn refused(proxy: &str) -> ConfigError {
+pub(super) fn refused(proxy: &str) -> ConfigError {
     match parse(&file(proxy), Path::new(ORIGIN)) {
         Ok(config) => panic!("expected an error, the config parsed: {config:?}"),
         Err(e) => e,
@@ -61,7 +61,7 @@ fn names(list: &[&str]) -> Vec<String> {
 }
 
 /// A plain entrypoint redirecting to a TLS one, which the routes serve.
-const ENTRYPOINTS: &str = r#"
+pub(super) const ENTRYPOINTS: &str = r#"
     proxy:
       entrypoints:
         web: { listen: "[::]:80", redirect: websecure }
@@ -69,7 +69,7 @@ const ENTRYPOINTS: &str = r#"
 "#;
 
 /// [`ENTRYPOINTS`] (lines 1-4) and then `more`, indented as proxy keys.
-fn with_entrypoints(more: &str) -> String {
+pub(super) fn with_entrypoints(more: &str) -> String {
     format!("{}{}", dedent(ENTRYPOINTS), dedent(more))
         .lines()
         .enumerate()
@@ -145,6 +145,7 @@ fn the_design_sketch_without_middlewares_parses_into_the_proxy_config() {
                 path_type: PathType::Prefix,
                 service: api.into(),
                 entrypoints: vec![],
+                middlewares: vec![],
             },
             RouteConfig {
                 name: "route-2".into(),
@@ -153,9 +154,11 @@ fn the_design_sketch_without_middlewares_parses_into_the_proxy_config() {
                 path_type: PathType::Prefix,
                 service: admin.into(),
                 entrypoints: vec![],
+                middlewares: vec![],
             },
         ],
         default_service: None,
+        middlewares: Default::default(),
         drain: DrainConfig::default(),
         access_log: AccessLogConfig {
             enabled: true,
@@ -261,6 +264,7 @@ fn every_proxy_key_is_read() {
                 path_type: PathType::Exact,
                 service: "api".into(),
                 entrypoints: names(&["websecure"]),
+                middlewares: vec![],
             },
             RouteConfig {
                 name: "route-2".into(),
@@ -269,6 +273,7 @@ fn every_proxy_key_is_read() {
                 path_type: PathType::Prefix,
                 service: "admin.honeydue.svc.cluster.local:3000".into(),
                 entrypoints: vec![],
+                middlewares: vec![],
             },
         ]
     );
@@ -324,6 +329,7 @@ fn defaults_apply_to_everything_not_written() {
             path_type: PathType::Prefix,
             service: "api".into(),
             entrypoints: vec![],
+            middlewares: vec![],
         }]
     );
     assert_eq!(p.default_service, None);
@@ -563,40 +569,6 @@ fn unknown_proxy_keys_are_named_with_the_nearest_known_key() {
         7,
         "proxy.routes[0].pathtype",
         "did you mean `path_type`?",
-    );
-}
-
-#[test]
-fn middlewares_are_refused_where_they_are_written() {
-    let e = refused(&with_entrypoints(
-        "
-        routes:
-          - { service: \"api:8000\" }
-        middlewares:
-          headers: { security_headers: {} }
-    ",
-    ));
-    assert_at(
-        &e,
-        7,
-        "proxy.middlewares",
-        "middlewares are not in this version of xdpgate yet",
-    );
-
-    let e = refused(&with_entrypoints(
-        "
-        routes:
-          - { service: \"api:8000\" }
-          - host: api.example.com
-            service: \"api:8000\"
-            middlewares: [headers, ratelimit]
-    ",
-    ));
-    assert_at(
-        &e,
-        9,
-        "proxy.routes[1].middlewares",
-        "middlewares arrive in a later version of xdpgate",
     );
 }
 

@@ -1058,11 +1058,33 @@ proxy:
   services:
     api: { target: "api.default.svc.cluster.local:8000", h2c: false, connect_timeout: 5s, response_header_timeout: 60s, idle_timeout: 90s, resolve_interval: 5s, eject_for: 10s }
   routes:
-    - { name: api, host: api.example.com, path: /, path_type: Prefix, service: api, entrypoints: [websecure], middlewares: [] }
+    - { name: api, host: api.example.com, path: /, path_type: Prefix, service: api, entrypoints: [websecure], middlewares: [sec] }
   default_service: api
   drain: { accept_grace: 5s, grace_timeout: 30s }
   access_log: { enabled: true, path: /var/log/xdpgate/access.log }
-  middlewares: {}
+  middlewares:
+    sec:
+      security_headers:
+        hsts: { max_age: 63072000, include_subdomains: true, preload: true }
+        content_type_nosniff: true
+        frame_options: DENY
+        frame_ancestors: "'none'"
+        referrer_policy: no-referrer
+        permissions_policy: "camera=()"
+        content_security_policy: "default-src 'self'"
+        content_security_policy_report_only: "default-src 'none'"
+        cross_origin_opener_policy: same-origin
+        cross_origin_resource_policy: same-origin
+        custom_response_headers: { X-Served-By: xdpgate }
+    limit: { rate_limit: { average: 100, period: 1m, burst: 200, ipv6_subnet: 64, max_keys: 65536 } }
+    office: { ip_allow: { sets: [admins], cidrs: [192.0.2.0/24] } }
+    auth: { basic_auth: { users_file: /etc/xdpgate/htpasswd, realm: admin, remove_header: true } }
+    tohttps: { redirect_scheme: { scheme: https, port: 443, permanent: true } }
+    cap: { body_limit: { max_bytes: 10MiB } }
+    strip: { strip_prefix: { prefixes: [/api] } }
+    add: { add_prefix: { prefix: /v1 } }
+    reqheaders: { headers: { set: { X-Env: prod }, remove: [X-Debug] } }
+    squeeze: { compress: { min_bytes: 1024 } }
 "#;
 
 #[test]
@@ -1072,7 +1094,26 @@ fn every_key_the_reader_accepts_is_in_the_reference_doc() {
     let mut keys = yaml::KNOWN_KEYS.with(|k| k.borrow().clone());
     // Maps keyed by the operator's own names (sets, entrypoints, services)
     // accept the names defined in them; those are not schema keys.
-    for own_name in ["bad", "nodes", "admins", "web", "websecure", "api"] {
+    for own_name in [
+        "bad",
+        "nodes",
+        "admins",
+        "web",
+        "websecure",
+        "api",
+        "sec",
+        "limit",
+        "office",
+        "auth",
+        "tohttps",
+        "cap",
+        "strip",
+        "add",
+        "reqheaders",
+        "squeeze",
+        "X-Served-By",
+        "X-Env",
+    ] {
         keys.remove(own_name);
     }
     assert!(

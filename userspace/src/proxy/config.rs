@@ -3,6 +3,8 @@
 //! `config`, and every subsystem of the proxy takes what it needs from here.
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
+pub use super::middleware::config::*;
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProxyConfig {
     /// Names of filter sets whose members (as TCP peers) are believed when
@@ -20,6 +22,8 @@ pub struct ProxyConfig {
     pub default_service: Option<String>,
     pub drain: DrainConfig,
     pub access_log: AccessLogConfig,
+    /// Middlewares by name; routes list the ones they use.
+    pub middlewares: BTreeMap<String, MiddlewareConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -162,6 +166,8 @@ pub struct RouteConfig {
     /// Entrypoints this route serves; empty = every entrypoint that does not
     /// redirect.
     pub entrypoints: Vec<String>,
+    /// Names in `ProxyConfig::middlewares`, applied in this order.
+    pub middlewares: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

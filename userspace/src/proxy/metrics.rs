@@ -72,6 +72,20 @@ pub struct CertLabels {
     pub default: String,
 }
 
+/// A middleware's own answer (401, 403, 413, 429, a redirect). No client
+/// address or user name: those are not labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectionLabels {
+    pub middleware: String,
+    pub kind: String,
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MiddlewareOnly {
+    pub middleware: String,
+}
+
 fn duration_histogram() -> Histogram {
     Histogram::new([
         0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -93,6 +107,9 @@ pub struct ProxyMetrics {
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
     pub certs_not_after: Family<CertLabels, Gauge>,
     pub cert_reload_failures: Family<EntrypointOnly, Gauge>,
+    pub middleware_rejections: Family<RejectionLabels, Counter>,
+    pub rate_limit_keys: Family<MiddlewareOnly, Gauge>,
+    pub middleware_file_errors: Family<MiddlewareOnly, Counter>,
     /// Certificate gauges are replaced wholesale when certificates change.
     cert_lock: Mutex<()>,
 }
@@ -120,6 +137,9 @@ impl ProxyMetrics {
             upstream_errors: Family::default(),
             certs_not_after: Family::default(),
             cert_reload_failures: Family::default(),
+            middleware_rejections: Family::default(),
+            rate_limit_keys: Family::default(),
+            middleware_file_errors: Family::default(),
             cert_lock: Mutex::new(()),
             registry: Registry::default(),
         };
@@ -178,6 +198,22 @@ impl ProxyMetrics {
             "tls_cert_reload_failures",
             "Certificate files that changed but could not be loaded; the old certificate stays",
             metrics.cert_reload_failures.clone(),
+        );
+        registry.register(
+            "middleware_rejections",
+            "Requests a middleware answered itself, by middleware name, kind and status code",
+            metrics.middleware_rejections.clone(),
+        );
+        registry.register(
+            "rate_limit_keys",
+            "Client keys a rate_limit middleware remembers now (at most its max_keys)",
+            metrics.rate_limit_keys.clone(),
+        );
+        registry.register(
+            "middleware_file_errors",
+            "Files a middleware depends on (htpasswd) that changed but could not be used; \
+             the old contents stay",
+            metrics.middleware_file_errors.clone(),
         );
         ProxyMetrics {
             registry,

@@ -7,6 +7,7 @@ pub mod access_log;
 pub mod config;
 pub mod forwarded;
 pub mod metrics;
+pub mod middleware;
 pub mod routing;
 pub mod server;
 pub mod tls;

@@ -8,7 +8,7 @@
 //! when it starts, so a reload never changes anything under a request in
 //! flight and never closes a connection. Listeners are bound once, at start.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     convert::Infallible,
     net::{IpAddr, SocketAddr},
     pin::Pin,
@@ -47,6 +47,7 @@ use super::{
         ConnectionLabels, EntrypointLabels, EntrypointOnly, ProxyMetrics, RouterLabels, RouterOnly,
         ServiceLabels, ServiceOnly, UpstreamErrorLabels,
     },
+    middleware::{Chain, Middlewares, RequestContext, Sets},
     routing::RouteTable,
     tls::{self, TlsEntrypoint},
     upstream::{ProxyBody, Upstreams},
@@ -62,6 +63,9 @@ pub struct ProxyState {
     entrypoints: BTreeMap<String, EntrypointState>,
     /// Redirect targets: entrypoint name -> its first listen port.
     ports: BTreeMap<String, u16>,
+    middlewares: Middlewares,
+    /// Route name -> its middlewares (routes without any are absent).
+    chains: HashMap<String, Chain>,
 }
 
 struct EntrypointState {
@@ -108,11 +112,16 @@ impl ProxyState {
             Some(p) => p.upstreams.rebuild(&config.services),
             None => Upstreams::new(&config.services),
         };
+        let middlewares =
+            Middlewares::build(&config.middlewares, previous.map(|p| &p.middlewares))?;
+        let chains = middlewares.chains(&config.routes)?;
         Ok(ProxyState {
             routes: RouteTable::new(&config.routes, config.default_service.as_deref()),
             upstreams,
             entrypoints,
             ports,
+            middlewares,
+            chains,
         })
     }
 }
@@ -127,6 +136,8 @@ pub struct Proxy {
 struct Shared {
     state: ArcSwap<ProxyState>,
     trusted: ArcSwap<TrustedPeers>,
+    /// Every filter set's contents, for `ip_allow`.
+    sets: ArcSwap<Sets>,
     metrics: Arc<ProxyMetrics>,
     access_log: Option<AccessLog>,
     draining: AtomicBool,
@@ -142,6 +153,7 @@ impl Proxy {
     pub async fn start(
         config: &ProxyConfig,
         trusted: TrustedPeers,
+        sets: Sets,
         metrics: Arc<ProxyMetrics>,
     ) -> Result<Proxy> {
         let state = ProxyState::build(config, None)?;
@@ -153,6 +165,7 @@ impl Proxy {
         let shared = Arc::new(Shared {
             state: ArcSwap::from_pointee(state),
             trusted: ArcSwap::from_pointee(trusted),
+            sets: ArcSwap::from_pointee(sets),
             metrics,
             access_log,
             draining: AtomicBool::new(false),
@@ -221,9 +234,16 @@ impl Proxy {
         self.shared.trusted.store(Arc::new(trusted));
     }
 
-    /// Reloads certificate files that changed on disk.
+    /// The filter sets' new contents (for `ip_allow`).
+    pub fn set_sets(&self, sets: Sets) {
+        self.shared.sets.store(Arc::new(sets));
+    }
+
+    /// Reloads certificate and htpasswd files that changed on disk, and
+    /// forgets idle rate-limit keys.
     pub fn reload_certificates(&self) {
         let state = self.shared.state.load();
+        state.middlewares.housekeep(&self.shared.metrics);
         let mut changed = false;
         for entrypoint in state.entrypoints.values() {
             if let Some(tls) = &entrypoint.tls {
@@ -793,6 +813,31 @@ async fn handle(
             outgoing.headers_mut().insert(header::HOST, value);
         }
     }
+    // The route's middlewares; the default service gets none.
+    let is_default = state
+        .routes
+        .default_route()
+        .is_some_and(|d| std::ptr::eq(d, route));
+    let chain = state.chains.get(&route.name).filter(|_| !is_default);
+    let passed = match chain {
+        Some(chain) => {
+            let sets = shared.sets.load();
+            let cx = RequestContext {
+                client_ip,
+                tls: info.tls_version.is_some(),
+                sets: &sets,
+            };
+            match chain.request(&mut outgoing, &cx, &shared.metrics).await {
+                Ok(passed) => Some(passed),
+                Err(answer) => return finish(&shared, record, answer, started, guard),
+            }
+        }
+        None => None,
+    };
+    let after = |response: Response<ProxyBody>| match &passed {
+        Some(passed) => passed.response(response, &shared.metrics),
+        None => response,
+    };
     match upstream.send(outgoing).await {
         Ok((mut response, endpoint)) => {
             record.upstream = Some(endpoint);
@@ -816,13 +861,14 @@ async fn handle(
             }
             let (parts, body) = response.into_parts();
             let body: ProxyBody = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
-            finish(
-                &shared,
-                record,
-                Response::from_parts(parts, body),
-                started,
-                guard,
-            )
+            let response = after(Response::from_parts(parts, body));
+            finish(&shared, record, response, started, guard)
+        }
+        // The client sent more than a body limit allows: its fault, not
+        // the upstream's.
+        Err(_) if passed.as_ref().is_some_and(|p| p.cut_short()) => {
+            let response = after(full(StatusCode::BAD_GATEWAY, "cut short"));
+            finish(&shared, record, response, started, guard)
         }
         Err(error) => {
             shared
@@ -844,7 +890,7 @@ async fn handle(
                 status.as_u16(),
                 status.canonical_reason().unwrap_or("upstream error")
             );
-            finish(&shared, record, full(status, text), started, guard)
+            finish(&shared, record, after(full(status, text)), started, guard)
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The `proxy:` section, read into a [`ProxyConfig`]: entrypoints, services,
-//! routes, drain and access log. Besides the shape of each value it checks
+//! middlewares, routes, drain and access log. Besides the shape of each value it checks
 //! what refers to what (redirect targets, each route's entrypoints and
 //! service, trusted sets, listen addresses that would collide with each other
 //! or with the admin listener), so the proxy is handed a configuration whose
@@ -10,7 +10,7 @@ use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use super::{
     read::{boolean, duration, file_path, valid_name, MAX_NAME},
-    yaml::{closest_name, Table, Val, Value},
+    yaml::{closest_name, Table, Val},
     ConfigError,
 };
 use crate::{
@@ -19,10 +19,12 @@ use crate::{
 };
 
 mod entrypoints;
+mod middlewares;
 mod routes;
 mod targets;
 
 use entrypoints::{check_listen, check_redirects, read_entrypoints};
+use middlewares::read_middlewares;
 use routes::{read_routes, read_services, resolve_service};
 
 /// What the proxy section is checked against in the rest of the file.
@@ -66,17 +68,6 @@ pub(super) fn read_proxy(v: Val, around: &Surroundings) -> Result<ProxyConfig, C
             "middlewares",
         ],
     )?;
-    if let Some(v) = table.get("middlewares") {
-        let path = table.key_path("middlewares");
-        if !is_empty(v) {
-            return Err(v.error(
-                &path,
-                "middlewares are not in this version of xdpgate yet; remove this section \
-                 and the routes' `middlewares` (routing, TLS and forwarded headers work \
-                 without them)",
-            ));
-        }
-    }
     let trusted = match table.get("trusted") {
         Some(v) => read_trusted(v, &table.key_path("trusted"), around.sets)?,
         None => Vec::new(),
@@ -101,8 +92,18 @@ pub(super) fn read_proxy(v: Val, around: &Surroundings) -> Result<ProxyConfig, C
         Some(v) => read_services(v, &table.key_path("services"))?,
         None => BTreeMap::new(),
     };
+    let middlewares = match table.get("middlewares") {
+        Some(v) => read_middlewares(v, &table.key_path("middlewares"), around.sets)?,
+        None => BTreeMap::new(),
+    };
     let routes = match table.get("routes") {
-        Some(v) => read_routes(v, &table.key_path("routes"), &entrypoints, &mut services)?,
+        Some(v) => read_routes(
+            v,
+            &table.key_path("routes"),
+            &entrypoints,
+            &mut services,
+            &middlewares,
+        )?,
         None => Vec::new(),
     };
     let default_service = match table.get("default_service") {
@@ -141,6 +142,7 @@ pub(super) fn read_proxy(v: Val, around: &Surroundings) -> Result<ProxyConfig, C
         default_service,
         drain,
         access_log,
+        middlewares,
     })
 }
 
@@ -159,16 +161,6 @@ fn present_or_section<'a>(table: &Table<'a>, section: Val<'a>, key: &str) -> (St
     match table.get(key) {
         Some(v) => (table.key_path(key), v),
         None => ("proxy".to_string(), section),
-    }
-}
-
-/// Nothing, an empty list or an empty mapping.
-fn is_empty(v: Val) -> bool {
-    match &v.node.value {
-        Value::Null => true,
-        Value::Seq(items) => items.is_empty(),
-        Value::Map(entries) => entries.is_empty(),
-        Value::Scalar(_) => false,
     }
 }
 

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use super::{
     check_name,
     entrypoints::Entrypoint,
+    middlewares::route_middlewares,
     targets::{route_host, route_path, target},
     timeout, unknown, Place,
 };
@@ -18,7 +19,7 @@ use crate::{
         yaml::Val,
         ConfigError,
     },
-    proxy::{PathType, RouteConfig, ServiceConfig},
+    proxy::{MiddlewareConfig, PathType, RouteConfig, ServiceConfig},
 };
 
 pub(super) fn read_services(
@@ -132,11 +133,12 @@ pub(super) fn read_routes(
     path: &str,
     entrypoints: &[Entrypoint],
     services: &mut BTreeMap<String, ServiceConfig>,
+    middlewares: &BTreeMap<String, MiddlewareConfig>,
 ) -> Result<Vec<RouteConfig>, ConfigError> {
     let example = "[{ host: api.example.com, service: api }]";
     let mut routes: Vec<Route> = Vec::new();
     for (i, (path, item)) in v.list(path, example)?.into_iter().enumerate() {
-        let route = read_route(i, item, &path, entrypoints, services)?;
+        let route = read_route(i, item, &path, entrypoints, services, middlewares)?;
         if let Some(taken) = routes.iter().find(|r| r.config.name == route.config.name) {
             let whose = if route.named {
                 "route name"
@@ -160,6 +162,7 @@ fn read_route(
     path: &str,
     entrypoints: &[Entrypoint],
     services: &mut BTreeMap<String, ServiceConfig>,
+    middlewares: &BTreeMap<String, MiddlewareConfig>,
 ) -> Result<Route, ConfigError> {
     let table = v.table(
         path,
@@ -174,16 +177,10 @@ fn read_route(
         ],
     )?;
     let place = Place::of(v, path);
-    if let Some(v) = table.get("middlewares") {
-        let path = table.key_path("middlewares");
-        if !v.list(&path, "[]")?.is_empty() {
-            return Err(v.error(
-                &path,
-                "middlewares arrive in a later version of xdpgate; remove them from this \
-                 route (an empty list is accepted)",
-            ));
-        }
-    }
+    let middlewares = match table.get("middlewares") {
+        Some(v) => route_middlewares(v, &table.key_path("middlewares"), middlewares)?,
+        None => Vec::new(),
+    };
     let (name, name_place) = match table.get("name") {
         Some(v) => {
             let path = table.key_path("name");
@@ -249,6 +246,7 @@ fn read_route(
             path_type,
             service,
             entrypoints: served,
+            middlewares,
         },
         place,
         name: name_place,

@@ -1,0 +1,144 @@
+//! What each middleware kind is configured with, as the config reader
+//! hands it over: plain data, already validated. The runtime side of each
+//! kind lives in its own file of this module.
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
+use ipnet::IpNet;
+
+/// One named middleware under `proxy.middlewares`: exactly one kind.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MiddlewareConfig {
+    SecurityHeaders(SecurityHeadersConfig),
+    RateLimit(RateLimitConfig),
+    IpAllow(IpAllowConfig),
+    BasicAuth(BasicAuthConfig),
+    RedirectScheme(RedirectSchemeConfig),
+    BodyLimit(BodyLimitConfig),
+    StripPrefix(StripPrefixConfig),
+    AddPrefix(AddPrefixConfig),
+    Headers(HeadersConfig),
+    Compress(CompressConfig),
+}
+
+impl MiddlewareConfig {
+    /// The kind as written in the config file (and in the `kind` label).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MiddlewareConfig::SecurityHeaders(_) => "security_headers",
+            MiddlewareConfig::RateLimit(_) => "rate_limit",
+            MiddlewareConfig::IpAllow(_) => "ip_allow",
+            MiddlewareConfig::BasicAuth(_) => "basic_auth",
+            MiddlewareConfig::RedirectScheme(_) => "redirect_scheme",
+            MiddlewareConfig::BodyLimit(_) => "body_limit",
+            MiddlewareConfig::StripPrefix(_) => "strip_prefix",
+            MiddlewareConfig::AddPrefix(_) => "add_prefix",
+            MiddlewareConfig::Headers(_) => "headers",
+            MiddlewareConfig::Compress(_) => "compress",
+        }
+    }
+}
+
+/// Response headers that tell browsers how to treat the site. Every field
+/// is opt-in: nothing is sent that the file does not ask for.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SecurityHeadersConfig {
+    pub hsts: Option<HstsConfig>,
+    /// `X-Content-Type-Options: nosniff`.
+    pub content_type_nosniff: bool,
+    /// `X-Frame-Options`: `DENY` or `SAMEORIGIN`.
+    pub frame_options: Option<String>,
+    /// A `frame-ancestors` directive, appended to the Content-Security-Policy
+    /// (or making one of its own).
+    pub frame_ancestors: Option<String>,
+    pub referrer_policy: Option<String>,
+    pub permissions_policy: Option<String>,
+    pub content_security_policy: Option<String>,
+    pub content_security_policy_report_only: Option<String>,
+    pub cross_origin_opener_policy: Option<String>,
+    pub cross_origin_resource_policy: Option<String>,
+    /// Response headers to set (`Some`) or remove (`None`, written as an
+    /// empty string, as in Traefik's `customResponseHeaders`).
+    pub custom_response_headers: Vec<(String, Option<String>)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HstsConfig {
+    pub max_age: u64,
+    pub include_subdomains: bool,
+    pub preload: bool,
+}
+
+/// GCRA: `average` requests per `period`, up to `burst` at once, per client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    pub average: u32,
+    /// Default 1s (as Traefik).
+    pub period: Duration,
+    /// Default 1 (as Traefik).
+    pub burst: u32,
+    /// IPv6 clients are grouped by this prefix length (e.g. 64); `None`
+    /// keys every address on its own.
+    pub ipv6_subnet: Option<u8>,
+    /// Most client keys remembered; the least recently seen is forgotten
+    /// first. Default 65536.
+    pub max_keys: usize,
+}
+
+/// Clients whose (real) IP is in one of `sets` or `cidrs` pass; the rest get 403.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IpAllowConfig {
+    pub sets: Vec<String>,
+    pub cidrs: Vec<IpNet>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BasicAuthConfig {
+    /// An htpasswd file (bcrypt, `{SHA}`, `$apr1$`), re-read when it changes.
+    pub users_file: PathBuf,
+    /// Default `xdpgate`.
+    pub realm: String,
+    /// Remove `Authorization` before the request goes upstream.
+    pub remove_header: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedirectSchemeConfig {
+    /// `https` (default) or `http`.
+    pub scheme: String,
+    /// Port to put in the Location; `None` leaves the port out.
+    pub port: Option<u16>,
+    /// 301/308 when true, 302/307 when false (the 30x for GET and HEAD, the
+    /// 3xx that keeps the method for the rest), as Traefik does.
+    pub permanent: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BodyLimitConfig {
+    pub max_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StripPrefixConfig {
+    /// Tried in order; the first that is an element-wise prefix is removed.
+    pub prefixes: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddPrefixConfig {
+    pub prefix: String,
+}
+
+/// Request headers to set or remove before the request goes upstream.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeadersConfig {
+    pub set: BTreeMap<String, String>,
+    pub remove: Vec<String>,
+}
+
+/// Response compression (gzip, br, zstd), negotiated per request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompressConfig {
+    /// Smaller responses (by their declared length) are sent as they are.
+    /// Default 1024.
+    pub min_bytes: u16,
+}
