@@ -32,6 +32,10 @@ mod read;
 mod tests;
 mod yaml;
 
+/// The name and address rules the Ingress translation shares with the file.
+pub(crate) use proxy::{route_host, route_path, target};
+pub(crate) use read::{valid_name, MAX_NAME};
+
 /// The built-in configuration: Cloudflare's ranges may connect to TCP 80
 /// and 443 on the default-route interface, and nothing else is filtered.
 pub const DEFAULT_YAML: &str = include_str!("default.yaml");

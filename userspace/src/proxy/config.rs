@@ -20,6 +20,9 @@ pub struct ProxyConfig {
     pub default_service: Option<String>,
     pub drain: DrainConfig,
     pub access_log: AccessLogConfig,
+    /// Kubernetes Ingress objects as an extra source of routes, services
+    /// and certificates (`proxy.ingress`); `None` reads none.
+    pub ingress: Option<crate::ingress::IngressConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -119,6 +122,9 @@ pub struct ServiceConfig {
     pub resolve_interval: Duration,
     /// An endpoint that fails to connect is left out for this long. Default 10s.
     pub eject_for: Duration,
+    /// A fixed list of endpoints that replaces resolving `target` (an
+    /// Ingress backend read from EndpointSlices). `None`: resolve `target`.
+    pub endpoints: Option<Vec<SocketAddr>>,
 }
 
 impl ServiceConfig {
@@ -133,6 +139,7 @@ impl ServiceConfig {
             idle_timeout: Duration::from_secs(90),
             resolve_interval: Duration::from_secs(5),
             eject_for: Duration::from_secs(10),
+            endpoints: None,
         }
     }
 }
@@ -162,6 +169,8 @@ pub struct RouteConfig {
     /// Entrypoints this route serves; empty = every entrypoint that does not
     /// redirect.
     pub entrypoints: Vec<String>,
+    /// Named middlewares applied in order (from an Ingress annotation).
+    pub middlewares: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -218,6 +218,7 @@ mod tests {
             path_type,
             service: format!("{name}-svc:80"),
             entrypoints: Vec::new(),
+            middlewares: Vec::new(),
         }
     }
 

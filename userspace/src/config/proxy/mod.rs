@@ -19,8 +19,11 @@ use crate::{
 };
 
 mod entrypoints;
+mod ingress;
 mod routes;
 mod targets;
+
+pub(crate) use targets::{route_host, route_path, target};
 
 use entrypoints::{check_listen, check_redirects, read_entrypoints};
 use routes::{read_routes, read_services, resolve_service};
@@ -64,6 +67,7 @@ pub(super) fn read_proxy(v: Val, around: &Surroundings) -> Result<ProxyConfig, C
             "drain",
             "access_log",
             "middlewares",
+            "ingress",
         ],
     )?;
     if let Some(v) = table.get("middlewares") {
@@ -96,6 +100,14 @@ pub(super) fn read_proxy(v: Val, around: &Surroundings) -> Result<ProxyConfig, C
     }
     check_listen(&entrypoints, around.admin_listen)?;
     check_redirects(&entrypoints)?;
+    let ingress = match table.get("ingress") {
+        Some(v) => Some(ingress::read_ingress(
+            v,
+            &table.key_path("ingress"),
+            &entrypoints,
+        )?),
+        None => None,
+    };
 
     let mut services = match table.get("services") {
         Some(v) => read_services(v, &table.key_path("services"))?,
@@ -113,12 +125,13 @@ pub(super) fn read_proxy(v: Val, around: &Surroundings) -> Result<ProxyConfig, C
         }
         None => None,
     };
-    if routes.is_empty() && default_service.is_none() {
+    if routes.is_empty() && default_service.is_none() && ingress.is_none() {
         let (key, at) = present_or_section(&table, v, "routes");
         return Err(at.error(
             &key,
-            "the proxy has no route and no default_service: every request would get 404; \
-             add a route under proxy.routes or set proxy.default_service",
+            "the proxy has no route, no default_service and no ingress source: every \
+             request would get 404; add a route under proxy.routes, set \
+             proxy.default_service or read Ingress objects with proxy.ingress",
         ));
     }
     let drain = match table.get("drain") {
@@ -141,6 +154,7 @@ pub(super) fn read_proxy(v: Val, around: &Surroundings) -> Result<ProxyConfig, C
         default_service,
         drain,
         access_log,
+        ingress,
     })
 }
 

@@ -249,6 +249,7 @@ fn read_route(
             path_type,
             service,
             entrypoints: served,
+            middlewares: Vec::new(),
         },
         place,
         name: name_place,
