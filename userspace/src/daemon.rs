@@ -223,7 +223,10 @@ pub async fn run(options: RunOptions) -> Result<()> {
         pinned: Mutex::new(None),
         pin_dir: fixed.pin_dir.clone(),
         proxy_metrics: config.proxy.as_ref().map(|_| Arc::new(ProxyMetrics::new())),
-        ingress_metrics: config.proxy.as_ref().map(|_| Arc::new(IngressMetrics::new())),
+        ingress_metrics: config
+            .proxy
+            .as_ref()
+            .map(|_| Arc::new(IngressMetrics::new())),
         draining: AtomicBool::new(false),
         entrypoints_bound: AtomicBool::new(config.proxy.is_none()),
     });
@@ -356,7 +359,14 @@ pub async fn run(options: RunOptions) -> Result<()> {
                 continue;
             };
             if let Some((new_config, new_interfaces)) = daemon
-                .reload(path, &options, &fixed, &sets, proxy.as_ref(), ingress.as_mut())
+                .reload(
+                    path,
+                    &options,
+                    &fixed,
+                    &sets,
+                    proxy.as_ref(),
+                    ingress.as_mut(),
+                )
                 .await
             {
                 let ingress_section = new_config.proxy.as_ref().and_then(|p| p.ingress.as_ref());

@@ -24,6 +24,8 @@ use crate::{
 };
 
 mod check;
+#[cfg(test)]
+mod ingress_tests;
 mod proxy;
 #[cfg(test)]
 mod proxy_tests;

@@ -265,6 +265,7 @@ fn every_proxy_key_is_read() {
                 path_type: PathType::Exact,
                 service: "api".into(),
                 entrypoints: names(&["websecure"]),
+                middlewares: vec![],
             },
             RouteConfig {
                 name: "route-2".into(),
@@ -525,9 +526,19 @@ fn the_section_needs_an_entrypoint_and_somewhere_to_send_requests() {
     assert_at(&e, 2, "proxy.entrypoints", "the proxy has no entrypoint");
 
     let e = refused(ENTRYPOINTS);
-    assert_at(&e, 1, "proxy", "no route, no default_service and no ingress source");
+    assert_at(
+        &e,
+        1,
+        "proxy",
+        "no route, no default_service and no ingress source",
+    );
     let e = refused(&with_entrypoints("routes: []\n"));
-    assert_at(&e, 5, "proxy.routes", "no route, no default_service and no ingress source");
+    assert_at(
+        &e,
+        5,
+        "proxy.routes",
+        "no route, no default_service and no ingress source",
+    );
 }
 
 #[test]

@@ -13,9 +13,7 @@ use std::{
     time::SystemTime,
 };
 
-use k8s_openapi::api::{
-    core::v1::Secret, discovery::v1::EndpointSlice, networking::v1::Ingress,
-};
+use k8s_openapi::api::{core::v1::Secret, discovery::v1::EndpointSlice, networking::v1::Ingress};
 use serde::de::DeserializeOwned;
 
 use super::{key_of, Objects};
@@ -275,7 +273,8 @@ items:
 
     #[test]
     fn an_error_names_the_line_of_its_document() {
-        let text = format!("{TWO}---\nkind: Ingress\nmetadata: {{ name: x }}\nspec: {{ rules: 5 }}\n");
+        let text =
+            format!("{TWO}---\nkind: Ingress\nmetadata: {{ name: x }}\nspec: {{ rules: 5 }}\n");
         let e = parse(&text).unwrap_err();
         assert!(e.starts_with("document at line 23:"), "{e}");
         let e = parse("kind: Ingress\nmetadata: [unclosed\n").unwrap_err();

@@ -13,9 +13,7 @@
 use std::{collections::BTreeMap, pin::Pin, sync::Arc};
 
 use futures_util::{Stream, StreamExt as _};
-use k8s_openapi::api::{
-    core::v1::Secret, discovery::v1::EndpointSlice, networking::v1::Ingress,
-};
+use k8s_openapi::api::{core::v1::Secret, discovery::v1::EndpointSlice, networking::v1::Ingress};
 use kube::{
     config::{KubeConfigOptions, Kubeconfig},
     runtime::{watcher, WatchStreamExt as _},
@@ -132,7 +130,12 @@ impl Watches {
     }
 
     /// Watches until the next resync.
-    async fn run(&mut self, client: &Client, tx: &watch::Sender<KubeState>, metrics: &IngressMetrics) {
+    async fn run(
+        &mut self,
+        client: &Client,
+        tx: &watch::Sender<KubeState>,
+        metrics: &IngressMetrics,
+    ) {
         let mut streams: Vec<Changes> = Vec::new();
         let mut ids: Vec<(Kind, Option<String>)> = Vec::new();
         for scope in &self.scopes {
@@ -162,7 +165,10 @@ impl Watches {
                     metrics.watch_reconnects.inc();
                     let message = format!(
                         "the {kind:?} watch{} failed and is retried: {e}",
-                        scope.as_ref().map(|s| format!(" in {s}")).unwrap_or_default()
+                        scope
+                            .as_ref()
+                            .map(|s| format!(" in {s}"))
+                            .unwrap_or_default()
                     );
                     tracing::warn!("{message}");
                     state.error = Some(message);
@@ -230,9 +236,33 @@ fn apply(
     metrics: &IngressMetrics,
 ) -> bool {
     match change {
-        Change::Ingress(event) => apply_kind(event, state, objects, scope, metrics, |o| &mut o.ingresses, |i| &i.metadata),
-        Change::Secret(event) => apply_kind(event, state, objects, scope, metrics, |o| &mut o.secrets, |s| &s.metadata),
-        Change::Slice(event) => apply_kind(event, state, objects, scope, metrics, |o| &mut o.endpoint_slices, |s| &s.metadata),
+        Change::Ingress(event) => apply_kind(
+            event,
+            state,
+            objects,
+            scope,
+            metrics,
+            |o| &mut o.ingresses,
+            |i| &i.metadata,
+        ),
+        Change::Secret(event) => apply_kind(
+            event,
+            state,
+            objects,
+            scope,
+            metrics,
+            |o| &mut o.secrets,
+            |s| &s.metadata,
+        ),
+        Change::Slice(event) => apply_kind(
+            event,
+            state,
+            objects,
+            scope,
+            metrics,
+            |o| &mut o.endpoint_slices,
+            |s| &s.metadata,
+        ),
     }
 }
 
@@ -260,7 +290,10 @@ fn apply_kind<K: Clone>(
             false
         }
         watcher::Event::InitDone => {
-            let listed = state.listing.take().map(|mut l| std::mem::take(map(&mut l)));
+            let listed = state
+                .listing
+                .take()
+                .map(|mut l| std::mem::take(map(&mut l)));
             let target = map(objects);
             target.retain(|key, _| scope.is_some_and(|ns| key.0 != ns));
             target.extend(listed.unwrap_or_default());

@@ -11,9 +11,7 @@
 //! function of the objects, so that both sources and the tests share it.
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
-use k8s_openapi::api::{
-    core::v1::Secret, discovery::v1::EndpointSlice, networking::v1::Ingress,
-};
+use k8s_openapi::api::{core::v1::Secret, discovery::v1::EndpointSlice, networking::v1::Ingress};
 
 pub mod files;
 pub mod kube;
@@ -23,6 +21,8 @@ pub mod runtime;
 pub mod secrets;
 pub mod source;
 pub mod translate;
+#[cfg(test)]
+mod translate_tests;
 
 /// `proxy.ingress`.
 #[derive(Clone, Debug, PartialEq)]

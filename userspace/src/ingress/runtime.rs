@@ -112,7 +112,11 @@ impl IngressRuntime {
         self.metrics.conflicts.set(merged.conflicts.len() as i64);
         self.metrics.routes.set(merged.routes as i64);
         log_changes("Ingress problem", &self.status.problems, &problems);
-        log_changes("Ingress conflict", &self.status.conflicts, &merged.conflicts);
+        log_changes(
+            "Ingress conflict",
+            &self.status.conflicts,
+            &merged.conflicts,
+        );
         for warning in &translation.warnings {
             if !self.status.warnings.contains(warning) {
                 tracing::warn!("{warning}");

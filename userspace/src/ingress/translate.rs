@@ -212,12 +212,12 @@ fn translate_one(
     let middlewares = middlewares(ingress, namespace, known, &mut one.warnings)?;
     let created = ingress.metadata.creation_timestamp.clone();
     let add_route = |one: &mut One,
-                         suffix: String,
-                         host: Option<String>,
-                         path: String,
-                         path_type: PathType,
-                         backend: &IngressBackend,
-                         at: &str|
+                     suffix: String,
+                     host: Option<String>,
+                     path: String,
+                     path_type: PathType,
+                     backend: &IngressBackend,
+                     at: &str|
      -> Result<(), Invalid> {
         let (service_name, service) = backend_service(namespace, backend, objects, config)
             .map_err(|(reason, message)| (reason, format!("{at}: {message}")))?;
@@ -385,17 +385,21 @@ fn middlewares(
 
 /// The xdpgate middleware a Traefik reference `<namespace>-<name>@<provider>`
 /// means. The namespace may itself hold `-`, so the first split whose
-/// remainder is a known middleware wins; else the Ingress's own namespace is
-/// taken off; else the reference is used whole (and reported unknown).
+/// remainder is a known middleware wins; else the Ingress's own namespace, or
+/// the text up to the first `-`, is taken off (and the name reported unknown).
 fn traefik_name(reference: &str, namespace: &str, known: &BTreeSet<String>) -> String {
     let bare = reference.split('@').next().unwrap_or(reference);
     let splits = bare.match_indices('-').map(|(i, _)| &bare[i + 1..]);
     if let Some(name) = splits.clone().find(|rest| known.contains(*rest)) {
         return name.to_string();
     }
-    bare.strip_prefix(&format!("{namespace}-"))
-        .unwrap_or(bare)
-        .to_string()
+    match bare.strip_prefix(&format!("{namespace}-")) {
+        Some(name) => name.to_string(),
+        None => bare
+            .split_once('-')
+            .map_or(bare, |(_, name)| name)
+            .to_string(),
+    }
 }
 
 /// The service a backend names: its name in the proxy, and its config.
@@ -415,7 +419,9 @@ fn backend_service(
     };
     let port = service.port.as_ref();
     let number = port.and_then(|p| p.number).filter(|n| *n > 0);
-    let port_name = port.and_then(|p| p.name.as_deref()).filter(|n| !n.is_empty());
+    let port_name = port
+        .and_then(|p| p.name.as_deref())
+        .filter(|n| !n.is_empty());
     let port_label = match (number, port_name) {
         (Some(n), _) => n.to_string(),
         (None, Some(name)) => name.to_string(),
@@ -443,8 +449,7 @@ fn backend_service(
                 ),
             ));
         };
-        let address =
-            target(&format!("{dns}:{number}")).map_err(|message| ("backend", message))?;
+        let address = target(&format!("{dns}:{number}")).map_err(|message| ("backend", message))?;
         let mut config = ServiceConfig::for_target(&address);
         config.name = name.clone();
         return Ok((name, config));
