@@ -20,6 +20,7 @@ pub mod client;
 pub mod container;
 pub mod daemon;
 pub mod flood;
+pub mod ingress;
 pub mod net;
 pub mod proxy;
 
