@@ -21,6 +21,7 @@ pub mod container;
 pub mod daemon;
 pub mod flood;
 pub mod ingress;
+pub mod kube_api;
 pub mod net;
 pub mod proxy;
 
