@@ -44,11 +44,12 @@ fn ingress_files_are_followed_on_create_update_break_and_delete() {
         "  ingress:\n    files: {}\n    poll_interval: 200ms\n",
         dir.display()
     );
+    let setup = ProxySetup {
+        rest,
+        ..ProxySetup::default()
+    };
     proxy.start_with_hosts(
-        &ProxySetup {
-            rest,
-            ..ProxySetup::default()
-        },
+        &setup,
         "127.0.0.1 localhost\n127.0.0.1 api.honeydue.svc.cluster.local\n\
          127.0.0.1 admin.honeydue.svc.cluster.local\n",
     );
@@ -116,6 +117,45 @@ fn ingress_files_are_followed_on_create_update_break_and_delete() {
         &tls("api.example.com"),
         LIMIT,
         "update",
+        from_backend("api-v2"),
+    );
+
+    // A config file route for a host an Ingress also routes: the reload
+    // merges again, the file wins, and the conflict is reported.
+    let mut with_route = setup.clone();
+    with_route.rest.push_str(&format!(
+        "  routes:\n    - {{ name: from-file, host: example.com, service: \"127.0.0.1:{ADMIN}\" }}\n"
+    ));
+    proxy.write_config(&with_route);
+    time_until(
+        &proxy,
+        &tls("example.com"),
+        Duration::from_secs(5),
+        "file route wins",
+        from_backend("admin"),
+    );
+    let status = wait_for(
+        "the conflict in `xdpgate status`",
+        Duration::from_secs(5),
+        || proxy.work.status(),
+        |s| {
+            problems(s).iter().any(|p| {
+                p.starts_with("ingress conflict: route `ingress.honeydue.api.1.0`")
+                    && p.contains("`from-file` of the config file, which wins")
+            })
+        },
+    );
+    assert_eq!(status["healthy"], false);
+    assert!(
+        from_backend("api-v2")(&proxy.send(&tls("api.example.com"))),
+        "the other Ingress route stays"
+    );
+    proxy.write_config(&setup);
+    time_until(
+        &proxy,
+        &tls("example.com"),
+        Duration::from_secs(5),
+        "the Ingress route back",
         from_backend("api-v2"),
     );
 
