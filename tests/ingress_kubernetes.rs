@@ -92,13 +92,12 @@ fn the_kubernetes_watch_is_followed_through_changes_breaks_and_410_gone() {
     let member = members()[0];
     let plain = |host: &str| Call::plain(member).host(host);
 
-    // The first list: served once every watch has listed.
-    let first = time_until(
-        &proxy,
-        &plain("api.example.com"),
-        Duration::from_secs(10),
-        "first list",
-        from_backend("api"),
+    // Ready means listed: the first request after /readyz is routed.
+    let first = proxy.send(&plain("api.example.com"));
+    assert!(
+        from_backend("api")(&first),
+        "the first request after ready: {:?}",
+        first.map(|r| (r.status, r.text()))
     );
     let served = proxy
         .client
@@ -207,7 +206,7 @@ fn the_kubernetes_watch_is_followed_through_changes_breaks_and_410_gone() {
         Some(1.0)
     );
     println!(
-        "kubernetes source: first list {first:?}, create {created:?}, update {updated:?}, \
+        "kubernetes source: create {created:?}, update {updated:?}, \
          delete {deleted:?}, create after a cut watch {after_cut:?}, delete after 410 Gone \
          {after_gone:?} (limit {LIMIT:?}); Ingress lists served {lists_after}, watches {watches}"
     );

@@ -103,6 +103,10 @@ struct Shared {
     draining: AtomicBool,
     /// Set once the proxy's entrypoints are bound (true when there is no proxy).
     entrypoints_bound: AtomicBool,
+    /// Set once the Ingress sources delivered and their routes were applied
+    /// (true without `proxy.ingress`): a new node must not take traffic
+    /// before it knows the cluster's routes.
+    ingress_loaded: AtomicBool,
 }
 
 impl Shared {
@@ -162,6 +166,13 @@ impl AdminSource for Shared {
         }
         if !self.entrypoints_bound.load(Ordering::SeqCst) {
             missing.push("the proxy's entrypoints are not bound yet".to_string());
+        }
+        if !self.ingress_loaded.load(Ordering::SeqCst) {
+            missing.push(
+                "the Ingress routes are not loaded yet (files not read or the Kubernetes \
+                 watch has not listed)"
+                    .to_string(),
+            );
         }
         let armed = self
             .with_pinned(|p| p.control().ok())
@@ -229,6 +240,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
             .map(|_| Arc::new(IngressMetrics::new())),
         draining: AtomicBool::new(false),
         entrypoints_bound: AtomicBool::new(config.proxy.is_none()),
+        ingress_loaded: AtomicBool::new(config.proxy.as_ref().is_none_or(|p| p.ingress.is_none())),
     });
 
     // Admin first, so /healthz answers and /readyz explains while the rest
@@ -377,6 +389,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
                     (None, true) => {
                         tracing::info!("proxy.ingress removed: Ingress routes are no longer read");
                         ingress = None;
+                        shared.ingress_loaded.store(true, Ordering::SeqCst);
                         shared.update(&fixed.state_dir, |s| s.ingress = None);
                     }
                     _ => {}
@@ -454,6 +467,9 @@ fn apply_ingress(
         Ok(()) => {
             if certs_changed {
                 proxy.reload_certificates();
+            }
+            if ingress.complete() {
+                shared.ingress_loaded.store(true, Ordering::SeqCst);
             }
             tracing::info!(
                 ingresses = status.ingresses,

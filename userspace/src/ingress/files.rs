@@ -34,6 +34,7 @@ pub struct FileSource {
     dir: PathBuf,
     files: BTreeMap<PathBuf, FileState>,
     dir_error: Option<String>,
+    polled: bool,
 }
 
 impl FileSource {
@@ -42,6 +43,7 @@ impl FileSource {
             dir: dir.to_path_buf(),
             files: BTreeMap::new(),
             dir_error: None,
+            polled: false,
         }
     }
 
@@ -49,6 +51,7 @@ impl FileSource {
     /// objects or the problems changed.
     pub fn poll(&mut self) -> bool {
         let before = (self.objects(), self.problems());
+        self.polled = true;
         let listed = match list(&self.dir) {
             Ok(listed) => {
                 self.dir_error = None;
@@ -95,6 +98,11 @@ impl FileSource {
             }
         }
         before != (self.objects(), self.problems())
+    }
+
+    /// Whether the directory has been looked at once.
+    pub fn polled(&self) -> bool {
+        self.polled
     }
 
     /// Every file's objects, in file name order (a later file's object of the

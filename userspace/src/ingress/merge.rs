@@ -39,8 +39,12 @@ pub fn merge(file: &ProxyConfig, translation: &Translation, tls_dir: &Path) -> M
     let mut added = 0;
     for route in &translation.routes {
         let from = origin(route);
+        // Translation gives every route its service; a route without one
+        // would be refused by the proxy, so it is left out.
+        let Some(ours) = translation.services.get(&route.config.service) else {
+            continue;
+        };
         if let Some(defined) = config.services.get(&route.config.service) {
-            let ours = &translation.services[&route.config.service];
             if defined != ours {
                 conflicts.push(format!(
                     "{from}: service name `{}` is already defined differently in the config \
@@ -70,7 +74,7 @@ pub fn merge(file: &ProxyConfig, translation: &Translation, tls_dir: &Path) -> M
         config
             .services
             .entry(route.config.service.clone())
-            .or_insert_with(|| translation.services[&route.config.service].clone());
+            .or_insert_with(|| ours.clone());
         config.routes.push(route.config.clone());
         owners.push(from);
         added += 1;

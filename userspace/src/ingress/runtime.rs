@@ -66,6 +66,11 @@ impl IngressRuntime {
         self.snapshot = self.sources.updates.borrow_and_update().clone();
     }
 
+    /// Every source has delivered once (see [`Snapshot::complete`]).
+    pub fn complete(&self) -> bool {
+        self.snapshot.complete
+    }
+
     pub fn status(&self) -> IngressStatus {
         self.status.clone()
     }

@@ -16,6 +16,9 @@ pub struct Snapshot {
     pub objects: Objects,
     /// Unreadable files, a failing watch, an Ingress both sources define.
     pub problems: Vec<String>,
+    /// Every source has delivered once: the files were read and every
+    /// watch has listed. Until then the daemon does not call itself ready.
+    pub complete: bool,
 }
 
 pub struct IngressSources {
@@ -46,6 +49,7 @@ impl IngressSources {
         };
         let poll_interval = config.poll_interval;
         let task = tokio::spawn(async move {
+            let mut complete = false;
             let mut ticks = tokio::time::interval(poll_interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -61,8 +65,11 @@ impl IngressSources {
                     }
                     _ = tx.closed() => return,
                 };
-                if changed {
+                // Until complete, every turn may be the one that completes
+                // (an empty directory changes nothing, but is read).
+                if changed || !complete {
                     let snapshot = combine(files.as_ref(), cluster.as_ref(), &metrics);
+                    complete = snapshot.complete;
                     tx.send_if_modified(|s| {
                         let modified = *s != snapshot;
                         *s = snapshot;
@@ -84,7 +91,10 @@ fn combine(
     cluster: Option<&watch::Receiver<kube::KubeState>>,
     metrics: &IngressMetrics,
 ) -> Snapshot {
-    let mut snapshot = Snapshot::default();
+    let mut snapshot = Snapshot {
+        complete: files.is_none_or(FileSource::polled) && cluster.is_none_or(|c| c.borrow().synced),
+        ..Snapshot::default()
+    };
     if let Some(files) = files {
         let objects = files.objects();
         count(metrics, "files", &objects);
