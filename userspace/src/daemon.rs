@@ -452,8 +452,7 @@ fn ingress_runtime(config: &Config, state_dir: &Path, shared: &Shared) -> Option
 }
 
 /// The Ingress sources changed: the proxy runs the file's config with the
-/// new Ingress routes merged in. A merged config the proxy refuses leaves
-/// the running one in force, and says so in the status.
+/// new Ingress routes merged in, and the status says what came of it.
 fn apply_ingress(
     proxy: &Proxy,
     file: &crate::proxy::ProxyConfig,
@@ -461,29 +460,9 @@ fn apply_ingress(
     shared: &Shared,
     state_dir: &Path,
 ) {
-    let (effective, certs_changed) = ingress.effective(file);
-    let mut status = ingress.status();
-    match proxy.reload(&effective) {
-        Ok(()) => {
-            if certs_changed {
-                proxy.reload_certificates();
-            }
-            if ingress.complete() {
-                shared.ingress_loaded.store(true, Ordering::SeqCst);
-            }
-            tracing::info!(
-                ingresses = status.ingresses,
-                routes = status.routes,
-                "Ingress routes applied"
-            );
-        }
-        Err(e) => {
-            let message = format!(
-                "the proxy refused the configuration with the Ingress routes, the previous                  one stays: {e:#}"
-            );
-            tracing::error!("{message}");
-            status.problems.push(message);
-        }
+    let status = ingress.apply(proxy, file);
+    if ingress.complete() {
+        shared.ingress_loaded.store(true, Ordering::SeqCst);
     }
     shared.update(state_dir, |s| s.ingress = Some(status));
 }

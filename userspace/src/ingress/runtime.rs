@@ -18,7 +18,7 @@ use super::{
     IngressConfig,
 };
 use crate::{
-    proxy::{tls::check_pair, ProxyConfig},
+    proxy::{server::Proxy, tls::check_pair, ProxyConfig},
     status::{unix_now, IngressStatus},
 };
 
@@ -73,6 +73,36 @@ impl IngressRuntime {
 
     pub fn status(&self) -> IngressStatus {
         self.status.clone()
+    }
+
+    /// Runs `file` with the Ingress routes merged in on `proxy`. A merged
+    /// config the proxy refuses leaves the running one in force, and the
+    /// returned status says so.
+    pub fn apply(&mut self, proxy: &Proxy, file: &ProxyConfig) -> IngressStatus {
+        let (effective, certs_changed) = self.effective(file);
+        let mut status = self.status();
+        match proxy.reload(&effective) {
+            Ok(()) => {
+                // Same paths, new content: the TLS loader re-reads it now.
+                if certs_changed {
+                    proxy.reload_certificates();
+                }
+                tracing::info!(
+                    ingresses = status.ingresses,
+                    routes = status.routes,
+                    "Ingress routes applied"
+                );
+            }
+            Err(e) => {
+                let message = format!(
+                    "the proxy refused the configuration with the Ingress routes, the previous \
+                     one stays: {e:#}"
+                );
+                tracing::error!("{message}");
+                status.problems.push(message);
+            }
+        }
+        status
     }
 
     /// The configuration the proxy should run: `file` with the Ingress
