@@ -141,6 +141,42 @@ fn the_kubernetes_watch_is_followed_through_changes_breaks_and_410_gone() {
         no_route,
     );
 
+    // The Service's endpoints move: the EndpointSlice is followed.
+    api.put(slice("honeydue", "api-v2", 9404));
+    let moved = time_until(
+        &proxy,
+        &plain("api.example.com"),
+        LIMIT,
+        "slice update",
+        from_backend("late"),
+    );
+    api.put(slice("honeydue", "api-v2", 9403));
+    time_until(
+        &proxy,
+        &plain("api.example.com"),
+        LIMIT,
+        "slice back",
+        from_backend("api-v2"),
+    );
+
+    // A renewed Secret: the next handshake gets the new certificate.
+    let renewed = proxy.pki.server(&["api.example.com", "example.com"]);
+    assert_ne!(renewed.der, origin.der);
+    api.put(tls_secret("honeydue", "origin-ca-tls", &renewed));
+    let started = std::time::Instant::now();
+    wait_for(
+        "the renewed Secret's certificate",
+        LIMIT,
+        || {
+            proxy
+                .client
+                .served_certificate(member, Some("api.example.com"))
+                .ok()
+        },
+        |served| served.as_ref() == Some(&renewed.der),
+    );
+    let secret_updated = started.elapsed();
+
     // A watch cut in the middle of an event: the client watches again and
     // the change made meanwhile arrives.
     let (_, watches_before) = api.ingress_requests();
@@ -207,7 +243,7 @@ fn the_kubernetes_watch_is_followed_through_changes_breaks_and_410_gone() {
     );
     println!(
         "kubernetes source: create {created:?}, update {updated:?}, \
-         delete {deleted:?}, create after a cut watch {after_cut:?}, delete after 410 Gone \
+         delete {deleted:?}, slice update {moved:?}, secret update {secret_updated:?}, create after a cut watch {after_cut:?}, delete after 410 Gone \
          {after_gone:?} (limit {LIMIT:?}); Ingress lists served {lists_after}, watches {watches}"
     );
 }
