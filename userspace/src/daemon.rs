@@ -460,10 +460,15 @@ fn apply_ingress(
     shared: &Shared,
     state_dir: &Path,
 ) {
-    let status = ingress.apply(proxy, file);
-    if ingress.complete() {
+    // Until every source delivered there is nothing whole to apply; the
+    // status shows why (the sources log their own errors).
+    let status = if ingress.complete() {
+        let status = ingress.apply(proxy, file);
         shared.ingress_loaded.store(true, Ordering::SeqCst);
-    }
+        status
+    } else {
+        ingress.waiting_status()
+    };
     shared.update(state_dir, |s| s.ingress = Some(status));
 }
 

@@ -63,12 +63,28 @@ impl IngressRuntime {
         if self.sources.updates.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
-        self.snapshot = self.sources.updates.borrow_and_update().clone();
+        let next = self.sources.updates.borrow_and_update().clone();
+        // Restarted sources start incomplete: the last whole set of objects
+        // stays in force (with the new problems) until they deliver.
+        if next.complete || !self.snapshot.complete {
+            self.snapshot = next;
+        } else {
+            self.snapshot.problems = next.problems;
+        }
     }
 
     /// Every source has delivered once (see [`Snapshot::complete`]).
     pub fn complete(&self) -> bool {
         self.snapshot.complete
+    }
+
+    /// The status while the sources have not all delivered: only their
+    /// problems.
+    pub fn waiting_status(&self) -> IngressStatus {
+        IngressStatus {
+            problems: self.snapshot.problems.clone(),
+            ..IngressStatus::default()
+        }
     }
 
     pub fn status(&self) -> IngressStatus {
