@@ -139,3 +139,30 @@ fn count(metrics: &IngressMetrics, source: &str, objects: &Objects) {
             .set(n as i64);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_is_complete_once_the_files_were_read_and_the_cluster_listed() {
+        let metrics = IngressMetrics::new();
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = FileSource::new(dir.path());
+        assert!(!combine(Some(&files), None, &metrics).complete);
+        // An empty directory changes nothing, but it has been read.
+        assert!(!files.poll());
+        assert!(combine(Some(&files), None, &metrics).complete);
+
+        let (tx, rx) = watch::channel(kube::KubeState::default());
+        let waiting = combine(Some(&files), Some(&rx), &metrics);
+        assert!(!waiting.complete);
+        assert_eq!(
+            waiting.problems,
+            ["the Kubernetes source has not listed every object yet"]
+        );
+        tx.send_modify(|s| s.synced = true);
+        let listed = combine(Some(&files), Some(&rx), &metrics);
+        assert!(listed.complete && listed.problems.is_empty());
+    }
+}
