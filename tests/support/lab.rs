@@ -20,6 +20,8 @@ pub mod client;
 pub mod container;
 pub mod daemon;
 pub mod flood;
+pub mod ingress;
+pub mod kube_api;
 pub mod net;
 pub mod proxy;
 

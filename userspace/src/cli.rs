@@ -355,6 +355,14 @@ fn status(locations: &Locations, json: bool) -> Result<Exit> {
                 "the last config reload was refused, the previous config runs: {error}"
             ));
         }
+        if let Some(ingress) = &status.ingress {
+            for problem in &ingress.problems {
+                problems.push(format!("ingress: {problem}"));
+            }
+            for conflict in &ingress.conflicts {
+                problems.push(format!("ingress conflict: {conflict}"));
+            }
+        }
     }
     let exit = if problems.is_empty() {
         Exit::Ok

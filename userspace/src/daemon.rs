@@ -31,6 +31,7 @@ use crate::{
     admin::{self, AdminSource},
     config::{self, Config},
     filter::{AttachMode, Counters, Filter, PinLayout, PinnedFilter},
+    ingress::{metrics::IngressMetrics, runtime::IngressRuntime},
     policy,
     proxy::{forwarded::TrustedPeers, metrics::ProxyMetrics, server::Proxy},
     sets::SetsService,
@@ -96,10 +97,16 @@ struct Shared {
     pin_dir: PathBuf,
     /// The proxy's live request metrics, when a proxy is configured.
     proxy_metrics: Option<Arc<ProxyMetrics>>,
+    /// The Ingress source's metrics, when a proxy is configured.
+    ingress_metrics: Option<Arc<IngressMetrics>>,
     /// Set on SIGTERM: /readyz fails from then on.
     draining: AtomicBool,
     /// Set once the proxy's entrypoints are bound (true when there is no proxy).
     entrypoints_bound: AtomicBool,
+    /// Set once the Ingress sources delivered and their routes were applied
+    /// (true without `proxy.ingress`): a new node must not take traffic
+    /// before it knows the cluster's routes.
+    ingress_loaded: AtomicBool,
 }
 
 impl Shared {
@@ -140,10 +147,15 @@ impl AdminSource for Shared {
     }
 
     fn extra_metrics(&self) -> String {
-        self.proxy_metrics
+        let mut out = self
+            .proxy_metrics
             .as_ref()
             .map(|m| m.encode())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Some(ingress) = &self.ingress_metrics {
+            out.push_str(&ingress.encode());
+        }
+        out
     }
 
     fn readiness(&self) -> Result<(), Vec<String>> {
@@ -154,6 +166,13 @@ impl AdminSource for Shared {
         }
         if !self.entrypoints_bound.load(Ordering::SeqCst) {
             missing.push("the proxy's entrypoints are not bound yet".to_string());
+        }
+        if !self.ingress_loaded.load(Ordering::SeqCst) {
+            missing.push(
+                "the Ingress routes are not loaded yet (files not read or the Kubernetes \
+                 watch has not listed)"
+                    .to_string(),
+            );
         }
         let armed = self
             .with_pinned(|p| p.control().ok())
@@ -215,8 +234,13 @@ pub async fn run(options: RunOptions) -> Result<()> {
         pinned: Mutex::new(None),
         pin_dir: fixed.pin_dir.clone(),
         proxy_metrics: config.proxy.as_ref().map(|_| Arc::new(ProxyMetrics::new())),
+        ingress_metrics: config
+            .proxy
+            .as_ref()
+            .map(|_| Arc::new(IngressMetrics::new())),
         draining: AtomicBool::new(false),
         entrypoints_bound: AtomicBool::new(config.proxy.is_none()),
+        ingress_loaded: AtomicBool::new(config.proxy.as_ref().is_none_or(|p| p.ingress.is_none())),
     });
 
     // Admin first, so /healthz answers and /readyz explains while the rest
@@ -289,6 +313,8 @@ pub async fn run(options: RunOptions) -> Result<()> {
         _ => None,
     };
     shared.entrypoints_bound.store(true, Ordering::SeqCst);
+    // The Ingress routes join the file's as soon as the sources deliver.
+    let mut ingress = ingress_runtime(&config, &fixed.state_dir, &shared);
 
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -326,6 +352,19 @@ pub async fn run(options: RunOptions) -> Result<()> {
                 }
                 changed
             }
+            _ = async {
+                match ingress.as_mut() {
+                    Some(ingress) => ingress.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let (Some(proxy), Some(proxy_config), Some(ingress)) =
+                    (&proxy, &config.proxy, ingress.as_mut())
+                {
+                    apply_ingress(proxy, proxy_config, ingress, &shared, &fixed.state_dir);
+                }
+                false
+            }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         };
@@ -334,9 +373,29 @@ pub async fn run(options: RunOptions) -> Result<()> {
                 continue;
             };
             if let Some((new_config, new_interfaces)) = daemon
-                .reload(path, &options, &fixed, &sets, proxy.as_ref())
+                .reload(
+                    path,
+                    &options,
+                    &fixed,
+                    &sets,
+                    proxy.as_ref(),
+                    ingress.as_mut(),
+                )
                 .await
             {
+                let ingress_section = new_config.proxy.as_ref().and_then(|p| p.ingress.as_ref());
+                match (ingress_section, ingress.is_some()) {
+                    (Some(_), false) => {
+                        ingress = ingress_runtime(&new_config, &fixed.state_dir, &shared)
+                    }
+                    (None, true) => {
+                        tracing::info!("proxy.ingress removed: Ingress routes are no longer read");
+                        ingress = None;
+                        shared.ingress_loaded.store(true, Ordering::SeqCst);
+                        shared.update(&fixed.state_dir, |s| s.ingress = None);
+                    }
+                    _ => {}
+                }
                 config = new_config;
                 interfaces = new_interfaces;
                 watch = tokio::time::interval(config.watch_interval);
@@ -394,6 +453,34 @@ fn set_contents(sets: &SetsService) -> crate::proxy::middleware::Sets {
         .into_iter()
         .map(|(name, prefixes)| (name, TrustedPeers::new(prefixes)))
         .collect()
+}
+
+/// Starts the Ingress sources when the proxy has an `ingress` section.
+fn ingress_runtime(config: &Config, state_dir: &Path, shared: &Shared) -> Option<IngressRuntime> {
+    let section = config.proxy.as_ref()?.ingress.as_ref()?;
+    let metrics = shared.ingress_metrics.clone()?;
+    Some(IngressRuntime::start(section, state_dir, metrics))
+}
+
+/// The Ingress sources changed: the proxy runs the file's config with the
+/// new Ingress routes merged in, and the status says what came of it.
+fn apply_ingress(
+    proxy: &Proxy,
+    file: &crate::proxy::ProxyConfig,
+    ingress: &mut IngressRuntime,
+    shared: &Shared,
+    state_dir: &Path,
+) {
+    // Until every source delivered there is nothing whole to apply; the
+    // status shows why (the sources log their own errors).
+    let status = if ingress.complete() {
+        let status = ingress.apply(proxy, file);
+        shared.ingress_loaded.store(true, Ordering::SeqCst);
+        status
+    } else {
+        ingress.waiting_status()
+    };
+    shared.update(state_dir, |s| s.ingress = Some(status));
 }
 
 /// How often an interface that could not be attached is tried again.
@@ -542,6 +629,7 @@ impl Daemon {
         fixed: &Fixed,
         sets: &SetsService,
         proxy: Option<&Proxy>,
+        ingress: Option<&mut IngressRuntime>,
     ) -> Option<(Config, Vec<String>)> {
         let refused = |this: &mut Daemon, message: String| {
             tracing::error!("config reload refused, the running config stays: {message}");
@@ -576,7 +664,19 @@ impl Daemon {
         // a certificate that does not load refuses the whole reload.
         match (proxy, &config.proxy) {
             (Some(proxy), Some(proxy_config)) => {
-                if let Err(e) = proxy.reload(proxy_config) {
+                // The Ingress routes are merged again over the new file.
+                let effective = match (ingress, &proxy_config.ingress) {
+                    (Some(ingress), Some(section)) => {
+                        ingress.reconfigure(section);
+                        let effective = ingress.effective(proxy_config).0;
+                        let status = ingress.status();
+                        self.shared
+                            .update(&self.state_dir, |s| s.ingress = Some(status));
+                        effective
+                    }
+                    _ => proxy_config.clone(),
+                };
+                if let Err(e) = proxy.reload(&effective) {
                     return refused(self, format!("proxy: {e:#}"));
                 }
             }

@@ -7,6 +7,7 @@ pub mod cloudflare;
 pub mod config;
 pub mod daemon;
 pub mod filter;
+pub mod ingress;
 pub mod logging;
 pub mod metrics;
 pub mod policy;

@@ -530,6 +530,7 @@ mod tests {
                 last_at: 1_700_000_200,
                 last_error: Some("line 3: password: hunter2".into()),
             },
+            ingress: None,
         }
     }
 

@@ -38,6 +38,30 @@ pub struct DaemonStatus {
     pub policy: PolicyStatus,
     pub sets: Vec<SetStatus>,
     pub reloads: ReloadStatus,
+    /// The Ingress source, when `proxy.ingress` is configured.
+    #[serde(default)]
+    pub ingress: Option<IngressStatus>,
+}
+
+/// What the Ingress source contributes and what it could not use.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct IngressStatus {
+    /// Ingresses of our class translated (valid).
+    pub ingresses: usize,
+    /// Routes from Ingresses in force (after conflicts).
+    pub routes: usize,
+    /// TLS Secrets whose certificates are served.
+    pub certificates: usize,
+    /// Source problems (unreadable files, a failing watch), invalid
+    /// Ingresses and unusable TLS Secrets, one sentence each.
+    pub problems: Vec<String>,
+    /// Routes or services left out because another definition wins.
+    pub conflicts: Vec<String>,
+    /// Things that work but should change (Traefik annotations,
+    /// `ImplementationSpecific` paths).
+    pub warnings: Vec<String>,
+    /// Unix seconds of the last change applied to the proxy.
+    pub applied_at: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

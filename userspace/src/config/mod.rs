@@ -25,6 +25,8 @@ use crate::{
 
 mod check;
 #[cfg(test)]
+mod ingress_tests;
+#[cfg(test)]
 mod middleware_tests;
 mod proxy;
 #[cfg(test)]
@@ -33,6 +35,10 @@ mod read;
 #[cfg(test)]
 mod tests;
 mod yaml;
+
+/// The name and address rules the Ingress translation shares with the file.
+pub(crate) use proxy::{route_host, route_path, target};
+pub(crate) use read::{valid_name, MAX_NAME};
 
 /// The built-in configuration: Cloudflare's ranges may connect to TCP 80
 /// and 443 on the default-route interface, and nothing else is filtered.

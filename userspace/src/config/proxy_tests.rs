@@ -164,6 +164,7 @@ fn the_design_sketch_without_middlewares_parses_into_the_proxy_config() {
             enabled: true,
             path: None,
         },
+        ingress: None,
     };
     assert_eq!(c.proxy, Some(expected));
     assert_eq!(c.admin.listen, addr("127.0.0.1:9901"));
@@ -252,6 +253,7 @@ fn every_proxy_key_is_read() {
             idle_timeout: secs(45),
             resolve_interval: secs(10),
             eject_for: Duration::ZERO,
+            endpoints: None,
         }
     );
     assert_eq!(
@@ -525,9 +527,19 @@ fn the_section_needs_an_entrypoint_and_somewhere_to_send_requests() {
     assert_at(&e, 2, "proxy.entrypoints", "the proxy has no entrypoint");
 
     let e = refused(ENTRYPOINTS);
-    assert_at(&e, 1, "proxy", "no route and no default_service");
+    assert_at(
+        &e,
+        1,
+        "proxy",
+        "no route, no default_service and no ingress source",
+    );
     let e = refused(&with_entrypoints("routes: []\n"));
-    assert_at(&e, 5, "proxy.routes", "no route and no default_service");
+    assert_at(
+        &e,
+        5,
+        "proxy.routes",
+        "no route, no default_service and no ingress source",
+    );
 }
 
 #[test]

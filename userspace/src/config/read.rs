@@ -19,7 +19,7 @@ use crate::{
 
 /// A name (of a set, an entrypoint, a service, a route) becomes a metric
 /// label value, and a set's name a file name.
-pub(super) const MAX_NAME: usize = 64;
+pub(crate) const MAX_NAME: usize = 64;
 /// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
 const MAX_INTERFACE_NAME: usize = 15;
 /// A refresh more often than this would hammer the API for nothing.
@@ -232,7 +232,7 @@ fn read_sets(v: Val, path: &str) -> Result<Vec<SetSpec>, ConfigError> {
 }
 
 /// 1-[`MAX_NAME`] letters, digits, `_`, `-` or `.`, and not `.` or `..`.
-pub(super) fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     (1..=MAX_NAME).contains(&name.len())
         && name != "."
         && name != ".."

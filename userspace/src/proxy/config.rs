@@ -24,6 +24,9 @@ pub struct ProxyConfig {
     pub access_log: AccessLogConfig,
     /// Middlewares by name; routes list the ones they use.
     pub middlewares: BTreeMap<String, MiddlewareConfig>,
+    /// Kubernetes Ingress objects as an extra source of routes, services
+    /// and certificates (`proxy.ingress`); `None` reads none.
+    pub ingress: Option<crate::ingress::IngressConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -123,6 +126,9 @@ pub struct ServiceConfig {
     pub resolve_interval: Duration,
     /// An endpoint that fails to connect is left out for this long. Default 10s.
     pub eject_for: Duration,
+    /// A fixed list of endpoints that replaces resolving `target` (an
+    /// Ingress backend read from EndpointSlices). `None`: resolve `target`.
+    pub endpoints: Option<Vec<SocketAddr>>,
 }
 
 impl ServiceConfig {
@@ -137,6 +143,7 @@ impl ServiceConfig {
             idle_timeout: Duration::from_secs(90),
             resolve_interval: Duration::from_secs(5),
             eject_for: Duration::from_secs(10),
+            endpoints: None,
         }
     }
 }

@@ -407,6 +407,21 @@ fn read(entrypoint: &str, path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
+/// Whether a certificate chain and key in PEM would load as a pair, checked
+/// as [`TlsEntrypoint::load`] checks files (for Ingress TLS Secrets, before
+/// they are written out: one bad Secret must not refuse the whole reload).
+/// The error names `tls.crt`/`tls.key`, never their content.
+pub fn check_pair(cert_pem: &[u8], key_pem: &[u8]) -> Result<(), String> {
+    let provider = rustls::crypto::ring::default_provider();
+    let pair = CertPair {
+        cert: PathBuf::from("tls.crt"),
+        key: PathBuf::from("tls.key"),
+    };
+    load_pair("ingress", &pair, cert_pem, key_pem, &provider)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// Parses one pair: the certificate file holds the chain, leaf first; the key
 /// file's first private key must be the leaf's.
 fn load_pair(

@@ -19,9 +19,12 @@ use crate::{
 };
 
 mod entrypoints;
+mod ingress;
 mod middlewares;
 mod routes;
 mod targets;
+
+pub(crate) use targets::{route_host, route_path, target};
 
 use entrypoints::{check_listen, check_redirects, read_entrypoints};
 use middlewares::read_middlewares;
@@ -66,6 +69,7 @@ pub(super) fn read_proxy(v: Val, around: &Surroundings) -> Result<ProxyConfig, C
             "drain",
             "access_log",
             "middlewares",
+            "ingress",
         ],
     )?;
     let trusted = match table.get("trusted") {
@@ -87,6 +91,14 @@ pub(super) fn read_proxy(v: Val, around: &Surroundings) -> Result<ProxyConfig, C
     }
     check_listen(&entrypoints, around.admin_listen)?;
     check_redirects(&entrypoints)?;
+    let ingress = match table.get("ingress") {
+        Some(v) => Some(ingress::read_ingress(
+            v,
+            &table.key_path("ingress"),
+            &entrypoints,
+        )?),
+        None => None,
+    };
 
     let mut services = match table.get("services") {
         Some(v) => read_services(v, &table.key_path("services"))?,
@@ -114,12 +126,13 @@ pub(super) fn read_proxy(v: Val, around: &Surroundings) -> Result<ProxyConfig, C
         }
         None => None,
     };
-    if routes.is_empty() && default_service.is_none() {
+    if routes.is_empty() && default_service.is_none() && ingress.is_none() {
         let (key, at) = present_or_section(&table, v, "routes");
         return Err(at.error(
             &key,
-            "the proxy has no route and no default_service: every request would get 404; \
-             add a route under proxy.routes or set proxy.default_service",
+            "the proxy has no route, no default_service and no ingress source: every \
+             request would get 404; add a route under proxy.routes, set \
+             proxy.default_service or read Ingress objects with proxy.ingress",
         ));
     }
     let drain = match table.get("drain") {
@@ -143,6 +156,7 @@ pub(super) fn read_proxy(v: Val, around: &Surroundings) -> Result<ProxyConfig, C
         drain,
         access_log,
         middlewares,
+        ingress,
     })
 }
 

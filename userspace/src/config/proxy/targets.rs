@@ -11,7 +11,7 @@ const MAX_DNS_LABEL: usize = 63;
 /// An upstream `host:port`: a DNS name (a trailing dot is allowed, to skip
 /// the resolver's search list), an IPv4 address, or an IPv6 address in
 /// brackets; port 1-65535. Returns the target trimmed, as written otherwise.
-pub(super) fn target(text: &str) -> Result<String, String> {
+pub(crate) fn target(text: &str) -> Result<String, String> {
     let text = text.trim();
     if text.contains("://") {
         return Err(format!(
@@ -49,7 +49,7 @@ pub(super) fn target(text: &str) -> Result<String, String> {
 
 /// The host a route matches, lowercased: a DNS name, or `*.` and a DNS name
 /// (one wildcard label, leftmost).
-pub(super) fn route_host(text: &str) -> Result<String, String> {
+pub(crate) fn route_host(text: &str) -> Result<String, String> {
     let host = text.trim().to_ascii_lowercase();
     if host.contains("://") {
         return Err(format!(
@@ -92,7 +92,7 @@ pub(super) fn route_host(text: &str) -> Result<String, String> {
 }
 
 /// A route path: starts with `/`, and is only a path.
-pub(super) fn route_path(text: &str) -> Result<String, String> {
+pub(crate) fn route_path(text: &str) -> Result<String, String> {
     if !text.starts_with('/') {
         return Err(format!(
             "`{text}` does not start with `/`; write /{}",

@@ -44,6 +44,14 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(30);
 pub(super) async fn maintain(pool: Weak<Upstream>, config: ServiceConfig) {
     let resolving = async {
         loop {
+            // A fixed endpoint list (from EndpointSlices) is the answer, once:
+            // a change to it is a new service config and so a new pool.
+            if let Some(fixed) = &config.endpoints {
+                if let Some(pool) = pool.upgrade() {
+                    pool.apply_resolution(Ok(fixed.clone()));
+                }
+                return;
+            }
             let Some(resolver) = pool.upgrade().map(|p| p.resolver.clone()) else {
                 return;
             };

@@ -63,6 +63,7 @@ fn service(name: &str) -> ServiceConfig {
         idle_timeout: Duration::from_secs(30),
         resolve_interval: Duration::from_millis(50),
         eject_for: Duration::from_secs(10),
+        endpoints: None,
     }
 }
 
@@ -270,6 +271,7 @@ async fn refused_get_is_retried_elsewhere_and_the_endpoint_readmitted_later() {
     let b = named("b").await;
     let config = ServiceConfig {
         eject_for: Duration::from_millis(300),
+        endpoints: None,
         ..service("eject")
     };
     let (_upstreams, upstream) = pool(config, TestResolver::new(&[dead, b.address]));
@@ -750,4 +752,25 @@ fn pools_are_shareable_and_send_futures_are_send() {
         let future = upstream.send(get());
         assert_send(&future);
     });
+}
+
+#[tokio::test]
+async fn fixed_endpoints_are_used_and_the_resolver_is_not_asked() {
+    let a = named("a").await;
+    let b = named("b").await;
+    let config = ServiceConfig {
+        endpoints: Some(vec![a.address, b.address]),
+        ..service("fixed")
+    };
+    // The resolver would fail: only the fixed list can make requests work.
+    let resolver = TestResolver::new(&[]);
+    resolver.answer(Err("the resolver must not be asked".to_string()));
+    let (_upstreams, upstream) = pool(config, resolver);
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let (response, _) = upstream.send(get()).await.unwrap();
+        seen.push(body_text(response).await);
+    }
+    seen.sort();
+    assert_eq!(seen, ["a", "a", "b", "b"]);
 }

@@ -1,0 +1,336 @@
+//! A stand-in Kubernetes API server for the Ingress watch: plain HTTP on
+//! 127.0.0.1 in the server namespace, serving list and watch (chunked JSON
+//! events, one per line) of Ingresses, Secrets and EndpointSlices across all
+//! namespaces, from objects the test puts, changes and deletes. It can also
+//! misbehave on cue: cut every open watch in the middle of an event, and
+//! answer the next watch with `410 Gone` (an `ERROR` event with an `Expired`
+//! Status, as a real API server does when the resource version is too old),
+//! which forces the client to list again.
+use std::{
+    collections::BTreeMap,
+    convert::Infallible,
+    net::{Ipv4Addr, SocketAddr},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt as _, Full, StreamBody};
+use hyper::{body::Frame, server::conn::http1, service::service_fn, Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use super::net::in_netns;
+
+/// `(path, list kind, apiVersion)` of the kinds served.
+const KINDS: [(&str, &str, &str); 3] = [
+    (
+        "/apis/networking.k8s.io/v1/ingresses",
+        "IngressList",
+        "networking.k8s.io/v1",
+    ),
+    ("/api/v1/secrets", "SecretList", "v1"),
+    (
+        "/apis/discovery.k8s.io/v1/endpointslices",
+        "EndpointSliceList",
+        "discovery.k8s.io/v1",
+    ),
+];
+
+#[derive(Default)]
+struct Store {
+    rv: u64,
+    /// Per kind (index into `KINDS`): `(namespace, name)` → object.
+    objects: [BTreeMap<(String, String), Value>; 3],
+    /// Every change: `(resourceVersion, kind, type, object)`.
+    events: Vec<(u64, usize, &'static str, Value)>,
+}
+
+struct Shared {
+    store: Mutex<Store>,
+    /// Bumped on every change; open watches wake on it.
+    changed: watch::Sender<u64>,
+    /// Bumped to cut every open watch mid-event.
+    cut: watch::Sender<u64>,
+    gone_next: AtomicBool,
+    lists: [AtomicU64; 3],
+    watches: [AtomicU64; 3],
+}
+
+pub struct KubeApi {
+    pub port: u16,
+    shared: Arc<Shared>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+fn kind_of(object: &Value) -> usize {
+    match object["kind"].as_str() {
+        Some("Ingress") => 0,
+        Some("Secret") => 1,
+        Some("EndpointSlice") => 2,
+        other => panic!("the stand-in API serves no kind {other:?}"),
+    }
+}
+
+fn key_of(object: &Value) -> (String, String) {
+    let meta = &object["metadata"];
+    (
+        meta["namespace"].as_str().unwrap_or("default").to_string(),
+        meta["name"].as_str().expect("metadata.name").to_string(),
+    )
+}
+
+impl KubeApi {
+    pub fn start(server_ns: &str, port: u16) -> KubeApi {
+        let listener = in_netns(server_ns, || {
+            std::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+                .unwrap_or_else(|e| panic!("bind the stand-in API on 127.0.0.1:{port}: {e}"))
+        });
+        listener.set_nonblocking(true).expect("non-blocking");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let shared = Arc::new(Shared {
+            store: Mutex::new(Store::default()),
+            changed: watch::Sender::new(0),
+            cut: watch::Sender::new(0),
+            gone_next: AtomicBool::new(false),
+            lists: Default::default(),
+            watches: Default::default(),
+        });
+        let listener = {
+            let _entered = runtime.enter();
+            tokio::net::TcpListener::from_std(listener).expect("tokio listener")
+        };
+        runtime.spawn(serve(listener, shared.clone()));
+        KubeApi {
+            port,
+            shared,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// A kubeconfig that points at this server, without credentials.
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: lab\n\
+             clusters: [{{ name: lab, cluster: {{ server: \"http://127.0.0.1:{}\" }} }}]\n\
+             users: [{{ name: lab, user: {{}} }}]\n\
+             contexts: [{{ name: lab, context: {{ cluster: lab, user: lab }} }}]\n",
+            self.port
+        )
+    }
+
+    /// Creates or replaces an object (its kind says where it goes).
+    pub fn put(&self, mut object: Value) {
+        let kind = kind_of(&object);
+        let key = key_of(&object);
+        let mut store = self.shared.store.lock().unwrap();
+        store.rv += 1;
+        let rv = store.rv;
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        if object["metadata"]["creationTimestamp"].is_null() {
+            let old = store.objects[kind].get(&key);
+            let created = old
+                .map(|o| o["metadata"]["creationTimestamp"].clone())
+                .unwrap_or_else(|| json!(format!("2025-01-01T00:00:{:02}Z", rv % 60)));
+            object["metadata"]["creationTimestamp"] = created;
+        }
+        let kind_event = if store.objects[kind].contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        store.objects[kind].insert(key, object.clone());
+        store.events.push((rv, kind, kind_event, object));
+        drop(store);
+        self.shared.changed.send_modify(|n| *n += 1);
+    }
+
+    pub fn delete(&self, like: &Value) {
+        let kind = kind_of(like);
+        let key = key_of(like);
+        let mut store = self.shared.store.lock().unwrap();
+        let Some(mut object) = store.objects[kind].remove(&key) else {
+            panic!("no {key:?} to delete");
+        };
+        store.rv += 1;
+        let rv = store.rv;
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        store.events.push((rv, kind, "DELETED", object));
+        drop(store);
+        self.shared.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Cuts every open watch in the middle of an event.
+    pub fn cut_watches(&self) {
+        self.shared.cut.send_modify(|n| *n += 1);
+    }
+
+    /// The next Ingress watch request gets `410 Gone`.
+    pub fn gone_on_next_watch(&self) {
+        self.shared.gone_next.store(true, Ordering::SeqCst);
+    }
+
+    /// `(lists, watches)` served for Ingresses so far.
+    pub fn ingress_requests(&self) -> (u64, u64) {
+        (
+            self.shared.lists[0].load(Ordering::SeqCst),
+            self.shared.watches[0].load(Ordering::SeqCst),
+        )
+    }
+}
+
+impl Drop for KubeApi {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(answer(&shared, &request)) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}
+
+fn json_response(status: u16, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())).boxed())
+        .expect("response")
+}
+
+fn answer(shared: &Arc<Shared>, request: &Request<hyper::body::Incoming>) -> Response<Body> {
+    let path = request.uri().path();
+    let query: BTreeMap<String, String> = request
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let Some(kind) = KINDS.iter().position(|(p, ..)| *p == path) else {
+        return json_response(
+            404,
+            &json!({ "kind": "Status", "code": 404, "message": path }),
+        );
+    };
+    let watching = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    if !watching {
+        shared.lists[kind].fetch_add(1, Ordering::SeqCst);
+        let store = shared.store.lock().unwrap();
+        let (_, list_kind, api_version) = KINDS[kind];
+        let items: Vec<Value> = store.objects[kind].values().cloned().collect();
+        return json_response(
+            200,
+            &json!({
+                "kind": list_kind,
+                "apiVersion": api_version,
+                "metadata": { "resourceVersion": store.rv.to_string() },
+                "items": items,
+            }),
+        );
+    }
+    shared.watches[kind].fetch_add(1, Ordering::SeqCst);
+    let from: u64 = query
+        .get("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if kind == 0 && shared.gone_next.swap(false, Ordering::SeqCst) {
+        let gone = json!({
+            "type": "ERROR",
+            "object": {
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": format!("too old resource version: {from}"),
+                "reason": "Expired", "code": 410
+            }
+        });
+        let body = Full::new(Bytes::from(format!("{gone}\n"))).boxed();
+        return Response::builder()
+            .header("content-type", "application/json")
+            .body(body)
+            .expect("response");
+    }
+    watch_stream(shared.clone(), kind, from)
+}
+
+/// Events of `kind` after `from`, then each new one as it happens, until the
+/// watch is cut (mid-event) or the client goes.
+fn watch_stream(shared: Arc<Shared>, kind: usize, from: u64) -> Response<Body> {
+    let changed = shared.changed.subscribe();
+    let mut cut = shared.cut.subscribe();
+    cut.mark_unchanged();
+    let state = (shared, changed, cut, from, false);
+    let stream = futures_util::stream::unfold(
+        state,
+        move |(shared, mut changed, mut cut, mut last, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                // A cut wins over pending events: what changes after it
+                // must reach the client through its next watch.
+                if cut.has_changed().unwrap_or(true) {
+                    let frame = Frame::data(Bytes::from_static(b"{\"type\":\"MODIFIED\",\"obj"));
+                    return Some((Ok(frame), (shared, changed, cut, last, true)));
+                }
+                let lines: String = {
+                    let store = shared.store.lock().unwrap();
+                    let mut lines = String::new();
+                    for (rv, k, event, object) in &store.events {
+                        if *k == kind && *rv > last {
+                            lines.push_str(&json!({ "type": event, "object": object }).to_string());
+                            lines.push('\n');
+                            last = *rv;
+                        }
+                    }
+                    lines
+                };
+                if !lines.is_empty() {
+                    let frame = Frame::data(Bytes::from(lines));
+                    return Some((
+                        Ok::<_, Infallible>(frame),
+                        (shared, changed, cut, last, false),
+                    ));
+                }
+                tokio::select! {
+                    _ = changed.changed() => {}
+                    _ = cut.changed() => {
+                        // Half an event, then the end: the client must notice.
+                        let frame = Frame::data(Bytes::from_static(b"{\"type\":\"MODIFIED\",\"obj"));
+                        return Some((Ok(frame), (shared, changed, cut, last, true)));
+                    }
+                    _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                }
+            }
+        },
+    );
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(StreamBody::new(stream).boxed())
+        .expect("response")
+}

@@ -1,0 +1,178 @@
+//! `proxy.ingress`: Kubernetes Ingress objects as an extra source of routes.
+//! It names the class this proxy answers for, the entrypoints the routes
+//! serve and the one that gets the Ingresses' certificates, and where the
+//! objects come from: a directory of YAML files, the Kubernetes API, or both.
+//! The objects themselves are read at run time (`crate::ingress`), so nothing
+//! here depends on them.
+use std::time::Duration;
+
+use super::{entrypoints::Entrypoint, unknown};
+use crate::{
+    config::{
+        read::{boolean, duration, file_path, valid_name},
+        yaml::Val,
+        ConfigError,
+    },
+    ingress::{IngressConfig, KubernetesConfig},
+};
+
+/// The class written in `spec.ingressClassName` when none is configured.
+const DEFAULT_CLASS: &str = "xdpgate";
+
+pub(super) fn read_ingress(
+    v: Val,
+    path: &str,
+    entrypoints: &[Entrypoint],
+) -> Result<IngressConfig, ConfigError> {
+    let table = v.table(
+        path,
+        &[
+            "class",
+            "entrypoints",
+            "tls_entrypoint",
+            "endpoint_slices",
+            "files",
+            "poll_interval",
+            "kubernetes",
+        ],
+    )?;
+    let mut config = IngressConfig::new(DEFAULT_CLASS);
+    if let Some(v) = table.get("class") {
+        let path = table.key_path("class");
+        let class = v.text(&path, "an IngressClass name like xdpgate")?.trim();
+        if !valid_name(class) {
+            return Err(v.error(
+                &path,
+                format!("`{class}` is not an IngressClass name: use letters, digits, `-` or `.`"),
+            ));
+        }
+        config.class = class.to_string();
+    }
+    if let Some(v) = table.get("entrypoints") {
+        for (path, item) in v.list(&table.key_path("entrypoints"), "[websecure]")? {
+            let name = item.text(&path, "an entrypoint name")?.trim();
+            let entrypoint = find_entrypoint(item, &path, name, entrypoints)?;
+            if let Some(redirect) = &entrypoint.config.redirect {
+                return Err(item.error(
+                    &path,
+                    format!(
+                        "entrypoint `{name}` redirects every request to `{}`; Ingress routes \
+                         cannot be served there (leave it out)",
+                        redirect.to
+                    ),
+                ));
+            }
+            if config.entrypoints.iter().any(|e| e == name) {
+                return Err(item.error(&path, format!("entrypoint `{name}` is listed twice")));
+            }
+            config.entrypoints.push(name.to_string());
+        }
+    }
+    match table.get("tls_entrypoint") {
+        Some(v) => {
+            let path = table.key_path("tls_entrypoint");
+            let name = v.text(&path, "a TLS entrypoint name")?.trim();
+            let entrypoint = find_entrypoint(v, &path, name, entrypoints)?;
+            if entrypoint.config.tls.is_none() {
+                return Err(v.error(
+                    &path,
+                    format!(
+                        "entrypoint `{name}` has no `tls`: Ingress certificates need a TLS \
+                         entrypoint"
+                    ),
+                ));
+            }
+            config.tls_entrypoint = Some(name.to_string());
+        }
+        None => {
+            config.tls_entrypoint = entrypoints
+                .iter()
+                .find(|e| e.config.tls.is_some())
+                .map(|e| e.config.name.clone());
+        }
+    }
+    if let Some(v) = table.get("endpoint_slices") {
+        config.endpoint_slices = boolean(v, &table.key_path("endpoint_slices"))?;
+    }
+    if let Some(v) = table.get("files") {
+        config.files = Some(file_path(v, &table.key_path("files"))?);
+    }
+    if let Some(v) = table.get("poll_interval") {
+        let path = table.key_path("poll_interval");
+        config.poll_interval = duration(v, &path)?;
+        if config.poll_interval < Duration::from_millis(100) {
+            return Err(v.error(
+                &path,
+                "poll the Ingress files at most every 100ms (e.g. `poll_interval: 1s`)",
+            ));
+        }
+    }
+    if let Some(v) = table.get("kubernetes") {
+        config.kubernetes = Some(read_kubernetes(v, &table.key_path("kubernetes"))?);
+    }
+    if config.files.is_none() && config.kubernetes.is_none() {
+        return Err(v.error(
+            path,
+            "the Ingress source has neither `files` nor `kubernetes`: add \
+             `files: /etc/xdpgate/ingress.d` or `kubernetes: {}` (in-cluster)",
+        ));
+    }
+    Ok(config)
+}
+
+fn find_entrypoint<'e>(
+    v: Val,
+    path: &str,
+    name: &str,
+    entrypoints: &'e [Entrypoint],
+) -> Result<&'e Entrypoint, ConfigError> {
+    entrypoints
+        .iter()
+        .find(|e| e.config.name == name)
+        .ok_or_else(|| {
+            v.error(
+                path,
+                unknown(
+                    "entrypoint",
+                    name,
+                    entrypoints.iter().map(|e| e.config.name.as_str()),
+                    "it is not defined under proxy.entrypoints",
+                ),
+            )
+        })
+}
+
+fn read_kubernetes(v: Val, path: &str) -> Result<KubernetesConfig, ConfigError> {
+    let table = v.table(path, &["kubeconfig", "namespaces", "resync"])?;
+    let mut config = KubernetesConfig::default();
+    if let Some(v) = table.get("kubeconfig") {
+        config.kubeconfig = Some(file_path(v, &table.key_path("kubeconfig"))?);
+    }
+    if let Some(v) = table.get("namespaces") {
+        for (path, item) in v.list(&table.key_path("namespaces"), "[honeydue]")? {
+            let name = item.text(&path, "a namespace name")?.trim();
+            if !valid_name(name) || name.contains('.') || name.contains('_') {
+                return Err(item.error(
+                    &path,
+                    format!("`{name}` is not a namespace name (lower-case letters, digits, `-`)"),
+                ));
+            }
+            if config.namespaces.iter().any(|n| n == name) {
+                return Err(item.error(&path, format!("namespace `{name}` is listed twice")));
+            }
+            config.namespaces.push(name.to_string());
+        }
+    }
+    if let Some(v) = table.get("resync") {
+        let path = table.key_path("resync");
+        config.resync = duration(v, &path)?;
+        if config.resync < Duration::from_secs(10) {
+            return Err(v.error(
+                &path,
+                "a resync relists every object from the API server: make it 10s or longer \
+                 (default 5m)",
+            ));
+        }
+    }
+    Ok(config)
+}

@@ -1,0 +1,366 @@
+//! The Kubernetes source: Ingresses, TLS Secrets and (when asked for)
+//! EndpointSlices, listed and then watched through the API server with
+//! kube-runtime's watcher. The watcher relists on its own when a watch ends
+//! or the server answers `410 Gone`, and its backoff spaces out reconnects;
+//! on top of that every `resync` the watches are started afresh, so a missed
+//! event cannot last. Objects are only handed on once every watch has listed
+//! once, so a half-listed cluster (Ingresses without their Secrets) is never
+//! served.
+//!
+//! Credentials come from the in-cluster service account, or from a kubeconfig
+//! named in the config file; never from environment variables (only the
+//! in-cluster discovery variables `KUBERNETES_SERVICE_HOST/PORT` are read).
+use std::{collections::BTreeMap, pin::Pin, sync::Arc};
+
+use futures_util::{Stream, StreamExt as _};
+use k8s_openapi::api::{core::v1::Secret, discovery::v1::EndpointSlice, networking::v1::Ingress};
+use kube::{
+    config::{KubeConfigOptions, Kubeconfig},
+    runtime::{utils::Backoff, watcher, WatchStreamExt as _},
+    Api, Client,
+};
+use tokio::sync::watch;
+
+use super::{key_of, metrics::IngressMetrics, KubernetesConfig, ObjectKey, Objects};
+
+/// What the Kubernetes source holds now.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KubeState {
+    /// Every watched object, once each watch has listed; empty before.
+    pub objects: Objects,
+    /// Why the source is not (fully) working right now.
+    pub problems: Vec<String>,
+    /// Every watch has listed at least once.
+    pub synced: bool,
+}
+
+/// Starts the watches; the task ends when the receiver is dropped.
+pub fn spawn(
+    config: KubernetesConfig,
+    endpoint_slices: bool,
+    metrics: Arc<IngressMetrics>,
+) -> (watch::Receiver<KubeState>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = watch::channel(KubeState::default());
+    let task = tokio::spawn(async move {
+        let client = loop {
+            match client(&config).await {
+                Ok(client) => break client,
+                Err(e) => {
+                    let problem = format!("cannot reach the Kubernetes API: {e:#}");
+                    tracing::error!("{problem}; trying again in 5s");
+                    tx.send_modify(|s| s.problems = vec![problem]);
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                        _ = tx.closed() => return,
+                    }
+                }
+            }
+        };
+        let mut watches = Watches::new(&config, endpoint_slices);
+        loop {
+            tokio::select! {
+                _ = watches.run(&client, &tx, &metrics) => {}
+                _ = tx.closed() => return,
+            }
+            tracing::info!("Kubernetes resync: listing every watched object again");
+        }
+    });
+    (rx, task)
+}
+
+async fn client(config: &KubernetesConfig) -> anyhow::Result<Client> {
+    let kube_config = match &config.kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(path)
+                .map_err(|e| anyhow::anyhow!("kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::incluster()?,
+    };
+    Ok(Client::try_from(kube_config)?)
+}
+
+/// One watch: a kind in one namespace (or all).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Ingress,
+    Secret,
+    EndpointSlice,
+}
+
+enum Change {
+    Ingress(watcher::Event<Ingress>),
+    Secret(watcher::Event<Secret>),
+    Slice(watcher::Event<EndpointSlice>),
+}
+
+type Changes = Pin<Box<dyn Stream<Item = (usize, Result<Change, watcher::Error>)> + Send>>;
+
+struct Watches {
+    /// `None` = all namespaces.
+    scopes: Vec<Option<String>>,
+    kinds: Vec<Kind>,
+    resync: std::time::Duration,
+}
+
+/// A watch's objects while it lists, and whether it has listed.
+#[derive(Default)]
+struct Progress {
+    listing: Option<Objects>,
+    listed: bool,
+    error: Option<String>,
+}
+
+impl Watches {
+    fn new(config: &KubernetesConfig, endpoint_slices: bool) -> Self {
+        let scopes = if config.namespaces.is_empty() {
+            vec![None]
+        } else {
+            config.namespaces.iter().cloned().map(Some).collect()
+        };
+        let mut kinds = vec![Kind::Ingress, Kind::Secret];
+        if endpoint_slices {
+            kinds.push(Kind::EndpointSlice);
+        }
+        Watches {
+            scopes,
+            kinds,
+            resync: config.resync,
+        }
+    }
+
+    /// Watches until the next resync.
+    async fn run(
+        &mut self,
+        client: &Client,
+        tx: &watch::Sender<KubeState>,
+        metrics: &IngressMetrics,
+    ) {
+        let mut streams: Vec<Changes> = Vec::new();
+        let mut ids: Vec<(Kind, Option<String>)> = Vec::new();
+        for scope in &self.scopes {
+            for kind in &self.kinds {
+                let id = ids.len();
+                ids.push((*kind, scope.clone()));
+                streams.push(stream(client, *kind, scope.as_deref(), id));
+            }
+        }
+        let mut progress: Vec<Progress> = ids.iter().map(|_| Progress::default()).collect();
+        let mut objects = tx.borrow().objects.clone();
+        let mut changes = futures_util::stream::select_all(streams);
+        let deadline = tokio::time::sleep(self.resync);
+        tokio::pin!(deadline);
+        loop {
+            let (id, change) = tokio::select! {
+                next = changes.next() => match next {
+                    Some(next) => next,
+                    None => return,
+                },
+                _ = &mut deadline => return,
+            };
+            let (kind, scope) = &ids[id];
+            let state = &mut progress[id];
+            let publish = match change {
+                Err(e) => {
+                    metrics.watch_reconnects.inc();
+                    let message = format!(
+                        "the {kind:?} watch{} failed and is retried: {e}",
+                        scope
+                            .as_ref()
+                            .map(|s| format!(" in {s}"))
+                            .unwrap_or_default()
+                    );
+                    tracing::warn!("{message}");
+                    state.error = Some(message);
+                    true
+                }
+                Ok(change) => {
+                    let cleared = state.error.take().is_some();
+                    apply(change, state, &mut objects, scope.as_deref(), metrics) || cleared
+                }
+            };
+            if publish {
+                let synced = progress.iter().all(|p| p.listed);
+                let problems: Vec<String> =
+                    progress.iter().filter_map(|p| p.error.clone()).collect();
+                tx.send_modify(|s| {
+                    s.synced |= synced;
+                    s.problems = problems;
+                    if s.synced {
+                        s.objects = objects.clone();
+                    }
+                });
+            }
+        }
+    }
+}
+
+fn stream(client: &Client, kind: Kind, namespace: Option<&str>, id: usize) -> Changes {
+    fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let config = watcher::Config::default();
+    match kind {
+        Kind::Ingress => watcher(api::<Ingress>(client, namespace), config)
+            .backoff(WatchBackoff::default())
+            .map(move |e| (id, e.map(Change::Ingress)))
+            .boxed(),
+        // Only TLS Secrets: the proxy has no business seeing the others.
+        Kind::Secret => watcher(
+            api::<Secret>(client, namespace),
+            config.fields("type=kubernetes.io/tls"),
+        )
+        .backoff(WatchBackoff::default())
+        .map(move |e| (id, e.map(Change::Secret)))
+        .boxed(),
+        Kind::EndpointSlice => watcher(api::<EndpointSlice>(client, namespace), config)
+            .backoff(WatchBackoff::default())
+            .map(move |e| (id, e.map(Change::Slice)))
+            .boxed(),
+    }
+}
+
+/// Applies one event; returns whether the published objects may change.
+fn apply(
+    change: Change,
+    state: &mut Progress,
+    objects: &mut Objects,
+    scope: Option<&str>,
+    metrics: &IngressMetrics,
+) -> bool {
+    match change {
+        Change::Ingress(event) => apply_kind(
+            event,
+            state,
+            objects,
+            scope,
+            metrics,
+            |o| &mut o.ingresses,
+            |i| &i.metadata,
+        ),
+        Change::Secret(event) => apply_kind(
+            event,
+            state,
+            objects,
+            scope,
+            metrics,
+            |o| &mut o.secrets,
+            |s| &s.metadata,
+        ),
+        Change::Slice(event) => apply_kind(
+            event,
+            state,
+            objects,
+            scope,
+            metrics,
+            |o| &mut o.endpoint_slices,
+            |s| &s.metadata,
+        ),
+    }
+}
+
+type Meta = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+fn apply_kind<K: Clone>(
+    event: watcher::Event<K>,
+    state: &mut Progress,
+    objects: &mut Objects,
+    scope: Option<&str>,
+    metrics: &IngressMetrics,
+    map: fn(&mut Objects) -> &mut BTreeMap<ObjectKey, K>,
+    meta: fn(&K) -> &Meta,
+) -> bool {
+    match event {
+        watcher::Event::Init => {
+            metrics.watch_relists.inc();
+            state.listing = Some(Objects::default());
+            false
+        }
+        watcher::Event::InitApply(object) => {
+            if let Some(listing) = state.listing.as_mut() {
+                map(listing).insert(key_of(meta(&object)), object);
+            }
+            false
+        }
+        watcher::Event::InitDone => {
+            let listed = state
+                .listing
+                .take()
+                .map(|mut l| std::mem::take(map(&mut l)));
+            let target = map(objects);
+            target.retain(|key, _| scope.is_some_and(|ns| key.0 != ns));
+            target.extend(listed.unwrap_or_default());
+            state.listed = true;
+            true
+        }
+        watcher::Event::Apply(object) => {
+            map(objects).insert(key_of(meta(&object)), object);
+            true
+        }
+        watcher::Event::Delete(object) => {
+            map(objects).remove(&key_of(meta(&object)));
+            true
+        }
+    }
+}
+
+/// Waits before a watch is retried after an error: 100 ms, doubling up to
+/// 30 s, back to 100 ms once the watch works again. Shorter at first than
+/// kube-runtime's default (800 ms), because the commonest error, a `410
+/// Gone`, is routine and a relist answers it; the doubling still spares a
+/// struggling API server.
+#[derive(Clone, Debug)]
+struct WatchBackoff {
+    next: std::time::Duration,
+}
+
+const FIRST_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+const LONGEST_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        WatchBackoff { next: FIRST_RETRY }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = std::time::Duration;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let now = self.next;
+        self.next = (self.next * 2).min(LONGEST_RETRY);
+        Some(now)
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = FIRST_RETRY;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watch_backoff_doubles_to_a_ceiling_and_resets() {
+        let mut backoff = WatchBackoff::default();
+        let waits: Vec<u128> = (0..11)
+            .map(|_| backoff.next().unwrap().as_millis())
+            .collect();
+        assert_eq!(
+            waits,
+            [100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000]
+        );
+        backoff.reset();
+        assert_eq!(backoff.next(), Some(FIRST_RETRY));
+    }
+}

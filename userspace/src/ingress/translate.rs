@@ -1,0 +1,595 @@
+//! From Ingress objects to routes, services and certificates. Pure: the same
+//! objects always give the same result, in the same order, so two daemons
+//! (or a test) agree on what the cluster asks for.
+//!
+//! Each Ingress of our class is translated whole or not at all: one bad host,
+//! path, backend or middleware name makes it invalid, and it is skipped with
+//! a [`Problem`] while every other Ingress keeps working. A TLS Secret that is
+//! missing or unusable is a problem too, but not one that takes routes away:
+//! the hosts it should have covered are served with the entrypoint's other
+//! certificates until the Secret is fixed.
+//!
+//! Mapping (documented for operators in docs/operations.md):
+//! * a rule's `host` (exact or `*.` wildcard) is the route's host; no host
+//!   matches any host;
+//! * `Exact` and `Prefix` keep their meaning; `ImplementationSpecific` (or no
+//!   type) is treated as `Prefix`, with a warning;
+//! * `defaultBackend` is a route for any host and the path prefix `/`, which
+//!   every more specific route beats;
+//! * a backend `service` becomes the upstream
+//!   `<service>.<namespace>.svc.cluster.local:<port>`, or with EndpointSlices
+//!   the ready endpoints of that Service.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, SocketAddr},
+};
+
+use k8s_openapi::{
+    api::{
+        discovery::v1::EndpointSlice,
+        networking::v1::{Ingress, IngressBackend},
+    },
+    apimachinery::pkg::apis::meta::v1::Time,
+};
+
+use super::{IngressConfig, ObjectKey, Objects};
+use crate::{
+    config::{route_host, route_path, target, valid_name, MAX_NAME},
+    proxy::{PathType, RouteConfig, ServiceConfig},
+};
+
+/// The annotation that names xdpgate middlewares, comma separated, in order.
+pub const MIDDLEWARES_ANNOTATION: &str = "xdpgate.io/middlewares";
+/// Traefik's: `<namespace>-<name>@kubernetescrd`, comma separated.
+pub const TRAEFIK_MIDDLEWARES_ANNOTATION: &str = "traefik.ingress.kubernetes.io/router.middlewares";
+/// The class annotation from before `spec.ingressClassName`.
+const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+/// The label an EndpointSlice names its Service with.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// What is wrong with one object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// `Ingress honeydue/api`.
+    pub object: String,
+    /// A short fixed word for the metric label: `host`, `path`, `backend`,
+    /// `port`, `middleware`, `spec`, `tls-secret`.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.object, self.message)
+    }
+}
+
+/// A route with where it came from, for precedence and conflict reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IngressRoute {
+    /// `(namespace, name)` of the Ingress.
+    pub origin: ObjectKey,
+    pub created: Option<Time>,
+    pub config: RouteConfig,
+}
+
+/// A TLS Secret's usable content.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretCert {
+    pub key: ObjectKey,
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for SecretCert {
+    // The key material is never printed, not even in a debug log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretCert")
+            .field("key", &self.key)
+            .field("cert_bytes", &self.cert_pem.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Translation {
+    /// Oldest Ingress first (creation time, then namespace/name), each
+    /// Ingress's routes in rule and path order, its default backend last.
+    pub routes: Vec<IngressRoute>,
+    pub services: BTreeMap<String, ServiceConfig>,
+    /// Sorted by Secret.
+    pub certs: Vec<SecretCert>,
+    /// Invalid Ingresses and unusable Secrets.
+    pub problems: Vec<Problem>,
+    /// Things that work but deserve a change (Traefik annotations,
+    /// `ImplementationSpecific`).
+    pub warnings: Vec<String>,
+    /// Ingresses of our class that were translated.
+    pub valid: usize,
+}
+
+/// Checks a TLS pair the way the TLS loader will; an error is a sentence.
+pub type CheckPair = dyn Fn(&[u8], &[u8]) -> Result<(), String>;
+
+/// Translates the Ingresses of `config.class` in `objects`. `middlewares` is
+/// the set of middleware names the config defines.
+pub fn translate(
+    objects: &Objects,
+    config: &IngressConfig,
+    middlewares: &BTreeSet<String>,
+    check_pair: &CheckPair,
+) -> Translation {
+    let mut out = Translation::default();
+    let mut ours: Vec<(&ObjectKey, &Ingress)> = objects
+        .ingresses
+        .iter()
+        .filter(|(_, ingress)| is_ours(ingress, &config.class))
+        .collect();
+    ours.sort_by(|(a_key, a), (b_key, b)| {
+        let a_time = &a.metadata.creation_timestamp;
+        let b_time = &b.metadata.creation_timestamp;
+        (a_time.is_none(), a_time, a_key).cmp(&(b_time.is_none(), b_time, b_key))
+    });
+    let mut secrets: BTreeSet<ObjectKey> = BTreeSet::new();
+    for (key, ingress) in ours {
+        let object = format!("Ingress {}/{}", key.0, key.1);
+        match translate_one(key, ingress, objects, config, middlewares) {
+            Ok(one) => {
+                out.valid += 1;
+                out.routes.extend(one.routes);
+                out.services.extend(one.services);
+                out.warnings
+                    .extend(one.warnings.into_iter().map(|w| format!("{object}: {w}")));
+                for secret in one.secrets {
+                    secrets.insert((key.0.clone(), secret));
+                }
+            }
+            Err((reason, message)) => out.problems.push(Problem {
+                object,
+                reason,
+                message,
+            }),
+        }
+    }
+    for key in secrets {
+        match secret_cert(&key, objects, check_pair) {
+            Ok(cert) => out.certs.push(cert),
+            Err(message) => out.problems.push(Problem {
+                object: format!("Secret {}/{}", key.0, key.1),
+                reason: "tls-secret",
+                message: format!(
+                    "{message}; the hosts it should cover are served with the entrypoint's \
+                     other certificates"
+                ),
+            }),
+        }
+    }
+    out
+}
+
+fn is_ours(ingress: &Ingress, class: &str) -> bool {
+    let spec_class = ingress
+        .spec
+        .as_ref()
+        .and_then(|s| s.ingress_class_name.as_deref());
+    let annotated = ingress
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(LEGACY_CLASS_ANNOTATION))
+        .map(String::as_str);
+    spec_class.or(annotated) == Some(class)
+}
+
+/// One valid Ingress's share.
+struct One {
+    routes: Vec<IngressRoute>,
+    services: BTreeMap<String, ServiceConfig>,
+    /// Secret names in the Ingress's namespace.
+    secrets: Vec<String>,
+    warnings: Vec<String>,
+}
+
+type Invalid = (&'static str, String);
+
+fn translate_one(
+    key: &ObjectKey,
+    ingress: &Ingress,
+    objects: &Objects,
+    config: &IngressConfig,
+    known: &BTreeSet<String>,
+) -> Result<One, Invalid> {
+    let (namespace, name) = key;
+    let Some(spec) = &ingress.spec else {
+        return Err(("spec", "it has no spec".to_string()));
+    };
+    let mut one = One {
+        routes: Vec::new(),
+        services: BTreeMap::new(),
+        secrets: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let middlewares = middlewares(ingress, namespace, known, &mut one.warnings)?;
+    let created = ingress.metadata.creation_timestamp.clone();
+    let add_route = |one: &mut One,
+                     suffix: String,
+                     host: Option<String>,
+                     path: String,
+                     path_type: PathType,
+                     backend: &IngressBackend,
+                     at: &str|
+     -> Result<(), Invalid> {
+        let (service_name, service) = backend_service(namespace, backend, objects, config)
+            .map_err(|(reason, message)| (reason, format!("{at}: {message}")))?;
+        one.services.insert(service_name.clone(), service);
+        one.routes.push(IngressRoute {
+            origin: key.clone(),
+            created: created.clone(),
+            config: RouteConfig {
+                name: object_name(&format!("ingress.{namespace}.{name}.{suffix}")),
+                host,
+                path,
+                path_type,
+                service: service_name,
+                entrypoints: config.entrypoints.clone(),
+                middlewares: middlewares.clone(),
+            },
+        });
+        Ok(())
+    };
+    let rules = spec.rules.as_deref().unwrap_or_default();
+    for (r, rule) in rules.iter().enumerate() {
+        let at = format!("spec.rules[{r}]");
+        let host = match rule.host.as_deref().filter(|h| !h.is_empty()) {
+            Some(text) => Some(
+                route_host(text).map_err(|message| ("host", format!("{at}.host: {message}")))?,
+            ),
+            None => None,
+        };
+        let Some(http) = &rule.http else {
+            // A host alone means "this host goes to the default backend".
+            match &spec.default_backend {
+                Some(backend) => add_route(
+                    &mut one,
+                    format!("{r}"),
+                    host,
+                    "/".to_string(),
+                    PathType::Prefix,
+                    backend,
+                    &format!("{at} (to spec.defaultBackend)"),
+                )?,
+                None => {
+                    return Err((
+                        "spec",
+                        format!("{at} has no http paths and the Ingress has no defaultBackend"),
+                    ))
+                }
+            }
+            continue;
+        };
+        if http.paths.is_empty() {
+            return Err(("spec", format!("{at}.http.paths is empty")));
+        }
+        for (p, item) in http.paths.iter().enumerate() {
+            let at = format!("{at}.http.paths[{p}]");
+            let path_type = match item.path_type.as_str() {
+                "Exact" => PathType::Exact,
+                "Prefix" => PathType::Prefix,
+                "ImplementationSpecific" | "" => {
+                    one.warnings.push(format!(
+                        "{at}: pathType ImplementationSpecific is treated as Prefix"
+                    ));
+                    PathType::Prefix
+                }
+                other => {
+                    return Err((
+                        "path",
+                        format!(
+                            "{at}.pathType `{other}` is not Exact, Prefix or ImplementationSpecific"
+                        ),
+                    ))
+                }
+            };
+            let path = route_path(item.path.as_deref().unwrap_or("/"))
+                .map_err(|message| ("path", format!("{at}.path: {message}")))?;
+            add_route(
+                &mut one,
+                format!("{r}.{p}"),
+                host.clone(),
+                path,
+                path_type,
+                &item.backend,
+                &format!("{at}.backend"),
+            )?;
+        }
+    }
+    if let Some(backend) = &spec.default_backend {
+        add_route(
+            &mut one,
+            "default".to_string(),
+            None,
+            "/".to_string(),
+            PathType::Prefix,
+            backend,
+            "spec.defaultBackend",
+        )?;
+    }
+    if one.routes.is_empty() {
+        return Err(("spec", "it has no rules and no defaultBackend".to_string()));
+    }
+    for (t, tls) in spec.tls.as_deref().unwrap_or_default().iter().enumerate() {
+        match tls.secret_name.as_deref().filter(|s| !s.is_empty()) {
+            Some(secret) => one.secrets.push(secret.to_string()),
+            None => one.warnings.push(format!(
+                "spec.tls[{t}] names no secretName: its hosts get the entrypoint's other \
+                 certificates"
+            )),
+        }
+    }
+    Ok(one)
+}
+
+/// The middleware names an Ingress asks for, xdpgate's annotation first and
+/// Traefik's after (with a warning naming the xdpgate equivalent). An unknown
+/// name makes the Ingress invalid: serving it without, say, its auth would be
+/// worse than not serving it.
+fn middlewares(
+    ingress: &Ingress,
+    namespace: &str,
+    known: &BTreeSet<String>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<String>, Invalid> {
+    let annotations = ingress.metadata.annotations.clone().unwrap_or_default();
+    let mut names: Vec<String> = Vec::new();
+    let add = |name: String, names: &mut Vec<String>| -> Result<(), Invalid> {
+        if !known.contains(&name) {
+            let defined = if known.is_empty() {
+                "none are defined".to_string()
+            } else {
+                format!(
+                    "defined: {}",
+                    known.iter().cloned().collect::<Vec<_>>().join(", ")
+                )
+            };
+            return Err((
+                "middleware",
+                format!("unknown middleware `{name}` (proxy.middlewares; {defined})"),
+            ));
+        }
+        if !names.contains(&name) {
+            names.push(name);
+        }
+        Ok(())
+    };
+    if let Some(list) = annotations.get(MIDDLEWARES_ANNOTATION) {
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            add(name.to_string(), &mut names)?;
+        }
+    }
+    if let Some(list) = annotations.get(TRAEFIK_MIDDLEWARES_ANNOTATION) {
+        let mut equivalent = Vec::new();
+        for reference in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let name = traefik_name(reference, namespace, known);
+            equivalent.push(name.clone());
+            add(name, &mut names)
+                .map_err(|(r, m)| (r, format!("{m}, from Traefik's `{reference}`")))?;
+        }
+        warnings.push(format!(
+            "annotation {TRAEFIK_MIDDLEWARES_ANNOTATION} is Traefik's; it is honoured, but \
+             write `{MIDDLEWARES_ANNOTATION}: {}` instead",
+            equivalent.join(",")
+        ));
+    }
+    Ok(names)
+}
+
+/// The xdpgate middleware a Traefik reference `<namespace>-<name>@<provider>`
+/// means. The namespace may itself hold `-`, so the first split whose
+/// remainder is a known middleware wins; else the Ingress's own namespace, or
+/// the text up to the first `-`, is taken off (and the name reported unknown).
+fn traefik_name(reference: &str, namespace: &str, known: &BTreeSet<String>) -> String {
+    let bare = reference.split('@').next().unwrap_or(reference);
+    let splits = bare.match_indices('-').map(|(i, _)| &bare[i + 1..]);
+    if let Some(name) = splits.clone().find(|rest| known.contains(*rest)) {
+        return name.to_string();
+    }
+    match bare.strip_prefix(&format!("{namespace}-")) {
+        Some(name) => name.to_string(),
+        None => bare
+            .split_once('-')
+            .map_or(bare, |(_, name)| name)
+            .to_string(),
+    }
+}
+
+/// The service a backend names: its name in the proxy, and its config.
+fn backend_service(
+    namespace: &str,
+    backend: &IngressBackend,
+    objects: &Objects,
+    config: &IngressConfig,
+) -> Result<(String, ServiceConfig), Invalid> {
+    let Some(service) = &backend.service else {
+        let what = if backend.resource.is_some() {
+            "a resource backend is not supported (only service backends)"
+        } else {
+            "the backend names no service"
+        };
+        return Err(("backend", what.to_string()));
+    };
+    let port = service.port.as_ref();
+    let number = port.and_then(|p| p.number).filter(|n| *n > 0);
+    let port_name = port
+        .and_then(|p| p.name.as_deref())
+        .filter(|n| !n.is_empty());
+    let port_label = match (number, port_name) {
+        (Some(n), _) => n.to_string(),
+        (None, Some(name)) => name.to_string(),
+        (None, None) => {
+            return Err((
+                "port",
+                format!("service `{}` has no port number or name", service.name),
+            ))
+        }
+    };
+    let name = object_name(&format!(
+        "ingress.{namespace}.{}.{port_label}",
+        service.name
+    ));
+    let dns = format!("{}.{namespace}.svc.cluster.local", service.name);
+    if !config.endpoint_slices {
+        let Some(number) = number else {
+            return Err((
+                "port",
+                format!(
+                    "service `{}` port `{port_label}` is named: named ports need \
+                     `endpoint_slices: true` (the Service's cluster address has only numbers); \
+                     give port.number",
+                    service.name
+                ),
+            ));
+        };
+        let address = target(&format!("{dns}:{number}")).map_err(|message| ("backend", message))?;
+        let mut config = ServiceConfig::for_target(&address);
+        config.name = name.clone();
+        return Ok((name, config));
+    }
+    let slices: Vec<&EndpointSlice> = objects
+        .endpoint_slices
+        .iter()
+        .filter(|(key, slice)| {
+            key.0 == namespace
+                && slice
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                    .is_some_and(|s| s == &service.name)
+        })
+        .map(|(_, slice)| slice)
+        .collect();
+    let mut endpoints: Vec<SocketAddr> = Vec::new();
+    let mut port_found = None;
+    for slice in &slices {
+        let Some(port) = slice_port(slice, number, port_name) else {
+            continue;
+        };
+        port_found = Some(port);
+        for endpoint in &slice.endpoints {
+            // Kubernetes: an unknown readiness counts as ready.
+            let ready = endpoint
+                .conditions
+                .as_ref()
+                .and_then(|c| c.ready)
+                .unwrap_or(true);
+            if !ready {
+                continue;
+            }
+            for address in &endpoint.addresses {
+                if let Ok(ip) = address.parse::<IpAddr>() {
+                    endpoints.push(SocketAddr::new(ip, port));
+                }
+            }
+        }
+    }
+    endpoints.sort();
+    endpoints.dedup();
+    let shown_port = port_found
+        .or(number.and_then(|n| u16::try_from(n).ok()))
+        .unwrap_or(0);
+    if port_found.is_none() && !slices.is_empty() {
+        return Err((
+            "port",
+            format!(
+                "service `{}`: no EndpointSlice port matches `{port_label}`",
+                service.name
+            ),
+        ));
+    }
+    let mut config = ServiceConfig::for_target(&format!("{dns}:{}", shown_port.max(1)));
+    config.name = name.clone();
+    // No slice (yet): no endpoint, so 503 until the Service has some.
+    config.endpoints = Some(endpoints);
+    Ok((name, config))
+}
+
+/// The slice's port for a backend port: by name, else by number, else the
+/// slice's only port (the Service port maps to a differently numbered
+/// target port that the slice does not name).
+fn slice_port(slice: &EndpointSlice, number: Option<i32>, name: Option<&str>) -> Option<u16> {
+    let ports = slice.ports.as_deref().unwrap_or_default();
+    let to_u16 = |p: Option<i32>| p.and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0);
+    if let Some(name) = name {
+        return ports
+            .iter()
+            .find(|p| p.name.as_deref() == Some(name))
+            .and_then(|p| to_u16(p.port));
+    }
+    if let Some(found) = ports.iter().find(|p| p.port == number) {
+        return to_u16(found.port);
+    }
+    match ports {
+        [only] => to_u16(only.port),
+        _ => None,
+    }
+}
+
+/// The Secret's `tls.crt` and `tls.key`, checked.
+fn secret_cert(
+    key: &ObjectKey,
+    objects: &Objects,
+    check_pair: &CheckPair,
+) -> Result<SecretCert, String> {
+    let Some(secret) = objects.secrets.get(key) else {
+        return Err("the TLS Secret does not exist (or cannot be read)".to_string());
+    };
+    let field = |name: &str| -> Option<Vec<u8>> {
+        if let Some(value) = secret.data.as_ref().and_then(|d| d.get(name)) {
+            return Some(value.0.clone());
+        }
+        secret
+            .string_data
+            .as_ref()
+            .and_then(|d| d.get(name))
+            .map(|s| s.as_bytes().to_vec())
+    };
+    let (Some(cert_pem), Some(key_pem)) = (field("tls.crt"), field("tls.key")) else {
+        return Err("the Secret lacks tls.crt or tls.key".to_string());
+    };
+    check_pair(&cert_pem, &key_pem)
+        .map_err(|e| format!("tls.crt/tls.key do not make a usable certificate: {e}"))?;
+    Ok(SecretCert {
+        key: key.clone(),
+        cert_pem,
+        key_pem,
+    })
+}
+
+/// A route or service name that passes the config's name rules: as it is
+/// when it fits, else cut and made unique with a hash of the whole.
+pub fn object_name(wanted: &str) -> String {
+    if valid_name(wanted) {
+        return wanted.to_string();
+    }
+    let clean: String = wanted
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let hash = format!("{:016x}", fnv1a(wanted.as_bytes()));
+    let keep = MAX_NAME - hash.len() - 1;
+    let head: String = clean.chars().take(keep).collect();
+    format!("{head}-{hash}")
+}
+
+/// FNV-1a: stable across builds and platforms, unlike `DefaultHasher`.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
