@@ -5,7 +5,8 @@
 //! Ingresses are used: `api.example.com` and `example.com` to the API,
 //! `admin.example.com` to the admin UI, with their TLS Secret served by SNI.
 //! Upstreams are the cluster DNS names, which the daemon resolves through a
-//! hosts file of the test's. Needs root.
+//! hosts file of the test's. The Ingresses attach a middleware of the config
+//! file's, one by xdpgate's annotation, one by Traefik's. Needs root.
 use std::time::Duration;
 
 use serde_json::Value;
@@ -40,8 +41,10 @@ fn ingress_files_are_followed_on_create_update_break_and_delete() {
     let _api_v2 = proxy.echo_backend("api-v2", API_V2);
     let dir = proxy.work.path("ingress.d");
     std::fs::create_dir_all(&dir).expect("create ingress.d");
+    // A middleware of the config file's, for the Ingresses to name.
     let rest = format!(
-        "  ingress:\n    files: {}\n    poll_interval: 200ms\n",
+        "  ingress:\n    files: {}\n    poll_interval: 200ms\n  middlewares:\n    \
+         hsts: {{ security_headers: {{ hsts: {{ max_age: 300 }} }} }}\n",
         dir.display()
     );
     let setup = ProxySetup {
@@ -63,25 +66,29 @@ fn ingress_files_are_followed_on_create_update_break_and_delete() {
     let origin = proxy
         .pki
         .server(&["api.example.com", "example.com", "admin.example.com"]);
+    // The admin Ingress names the middleware the xdpgate way, the API's
+    // the Traefik way (`<namespace>-<name>@kubernetescrd`).
     let objects = |api_port: u16| {
-        yaml(&[
-            ingress(
-                "honeydue",
-                "api",
-                &[
-                    ("api.example.com", "api", api_port),
-                    ("example.com", "api", api_port),
-                ],
-                Some("origin-ca-tls"),
-            ),
-            ingress(
-                "honeydue",
-                "admin",
-                &[("admin.example.com", "admin", ADMIN)],
-                Some("origin-ca-tls"),
-            ),
-            tls_secret("honeydue", "origin-ca-tls", &origin),
-        ])
+        let mut api = ingress(
+            "honeydue",
+            "api",
+            &[
+                ("api.example.com", "api", api_port),
+                ("example.com", "api", api_port),
+            ],
+            Some("origin-ca-tls"),
+        );
+        api["metadata"]["annotations"] = serde_json::json!({
+            "traefik.ingress.kubernetes.io/router.middlewares": "honeydue-hsts@kubernetescrd"
+        });
+        let mut admin = ingress(
+            "honeydue",
+            "admin",
+            &[("admin.example.com", "admin", ADMIN)],
+            Some("origin-ca-tls"),
+        );
+        admin["metadata"]["annotations"] = serde_json::json!({ "xdpgate.io/middlewares": "hsts" });
+        yaml(&[api, admin, tls_secret("honeydue", "origin-ca-tls", &origin)])
     };
     let file = dir.join("honeydue.yaml");
     std::fs::write(&file, objects(API)).expect("write honeydue.yaml");
@@ -100,6 +107,24 @@ fn ingress_files_are_followed_on_create_update_break_and_delete() {
             "{host}"
         );
     }
+    // Both annotations attach the config file's middleware; the Traefik
+    // one is honoured with a warning that names the xdpgate equivalent.
+    for host in ["api.example.com", "admin.example.com"] {
+        let reply = proxy.send(&tls(host)).expect(host);
+        assert_eq!(
+            reply
+                .headers
+                .get("strict-transport-security")
+                .and_then(|v| v.to_str().ok()),
+            Some("max-age=300"),
+            "{host}: the `hsts` middleware named by its Ingress"
+        );
+    }
+    let log = proxy.hosts_daemon().log();
+    assert!(
+        log.contains("xdpgate.io/middlewares: hsts"),
+        "the Traefik annotation's warning names the equivalent"
+    );
     // The Secret's certificate is served for its hosts.
     let served = proxy
         .client
