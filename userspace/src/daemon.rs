@@ -676,17 +676,28 @@ impl Daemon {
                     }
                     _ => proxy_config.clone(),
                 };
-                if let Err(e) = proxy.reload(&effective) {
-                    return refused(self, format!("proxy: {e:#}"));
-                }
+                let prepared = match proxy.prepare(&effective) {
+                    Ok(prepared) => prepared,
+                    Err(e) => return refused(self, format!("proxy: {e:#}")),
+                };
+                // A set the new config adds is loaded, and handed to the
+                // proxy, before the routes that use it (ip_allow, trusted)
+                // are in force: otherwise its first requests would be judged
+                // against a set the proxy does not know yet.
+                sets.reconfigure(config.filter.sets.clone()).await;
+                proxy.set_trusted(trusted_peers(proxy_config, sets));
+                proxy.set_sets(set_contents(sets));
+                proxy.commit(prepared);
             }
-            (None, None) => {}
-            _ => tracing::warn!(
-                "{}: adding or removing the proxy section takes effect only after a restart",
-                path.display()
-            ),
+            (None, None) => sets.reconfigure(config.filter.sets.clone()).await,
+            _ => {
+                tracing::warn!(
+                    "{}: adding or removing the proxy section takes effect only after a restart",
+                    path.display()
+                );
+                sets.reconfigure(config.filter.sets.clone()).await;
+            }
         }
-        sets.reconfigure(config.filter.sets.clone()).await;
         tracing::info!("config reloaded from {}", path.display());
         self.shared.update(&self.state_dir, |s| {
             s.reloads.ok += 1;

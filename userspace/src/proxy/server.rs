@@ -126,6 +126,9 @@ impl ProxyState {
     }
 }
 
+/// A state built by [`Proxy::prepare`], not yet in force.
+pub struct PreparedReload(ProxyState);
+
 /// The running proxy.
 pub struct Proxy {
     shared: Arc<Shared>,
@@ -207,6 +210,15 @@ impl Proxy {
     /// In-flight requests finish on the state they started with; no
     /// connection is closed. Listener changes need a restart.
     pub fn reload(&self, config: &ProxyConfig) -> Result<()> {
+        let prepared = self.prepare(config)?;
+        self.commit(prepared);
+        Ok(())
+    }
+
+    /// Builds the state `config` describes without putting it in force, so
+    /// that a caller can change what the state reads (the sets) first and
+    /// then swap it in with [`Proxy::commit`]. An error changes nothing.
+    pub fn prepare(&self, config: &ProxyConfig) -> Result<PreparedReload> {
         let current = self.shared.state.load();
         let next = ProxyState::build(config, Some(&current))?;
         let old_listen: Vec<_> = current
@@ -224,9 +236,13 @@ impl Proxy {
                 "entrypoints or their listen addresses changed; that takes effect at the next restart"
             );
         }
-        self.shared.state.store(Arc::new(next));
+        Ok(PreparedReload(next))
+    }
+
+    /// Puts a prepared state in force.
+    pub fn commit(&self, prepared: PreparedReload) {
+        self.shared.state.store(Arc::new(prepared.0));
         self.shared.publish_certificates();
-        Ok(())
     }
 
     /// New trusted peers (the trusted sets changed).
