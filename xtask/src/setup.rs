@@ -61,6 +61,18 @@ const PACKAGES: &[Group] = &[
             "buildah",
             "podman",
             "runc",
+            // `cargo xtask bench`: the competitors (run with temporary
+            // configs inside the benchmark's namespaces, never as services),
+            // the SYN flood generator (trafgen), perf for profiles, and the
+            // font the report's charts are drawn with.
+            "nginx",
+            "haproxy",
+            "caddy",
+            "ufw",
+            "nftables",
+            "netsniff-ng",
+            "linux-perf",
+            "fonts-dejavu-core",
         ],
         to_build: false,
     },

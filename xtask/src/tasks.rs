@@ -132,20 +132,3 @@ pub fn test(no_lint: bool, test_args: &[String]) -> Result<()> {
     println!("\ntest: all {total} steps passed");
     Ok(())
 }
-
-/// `cargo bench --bench xdp -- [--repeat N] [--rounds N] [EXTRA...]`. No `-p`:
-/// cargo finds the `xdp` bench among the workspace's default members, wherever
-/// it lives (it needs root to load programs; it says so when not).
-pub fn bench_xdp(repeat: Option<u32>, rounds: Option<u32>, extra: &[String]) -> Result<()> {
-    setup::ensure(Mode::Check, Need::Build).context("bench: toolchain check failed")?;
-    let mut cmd = process::cargo();
-    cmd.args(["bench", "--bench", "xdp", "--"]);
-    if let Some(repeat) = repeat {
-        cmd.args(["--repeat", &repeat.to_string()]);
-    }
-    if let Some(rounds) = rounds {
-        cmd.args(["--rounds", &rounds.to_string()]);
-    }
-    cmd.args(extra);
-    process::run("bench", &mut cmd)
-}
