@@ -69,7 +69,7 @@ fn haproxy_cfg(dir: &Path, pem: &Path) -> String {
 
 fn caddyfile(crt: &Path, key: &Path) -> String {
     format!(
-        "{{\n  admin off\n  auto_https off\n  servers {{\n    timeouts {{\n      idle 120s\n    }}\n  }}\n}}\n\
+        "{{\n  admin off\n  auto_https off\n  default_sni 192.0.2.1\n  servers {{\n    timeouts {{\n      idle 120s\n    }}\n  }}\n}}\n\
          https://192.0.2.1:443 {{\n  tls {crt} {key}\n  reverse_proxy {BACKEND} {{\n\
          header_up X-Forwarded-For {{remote_host}}\n    header_up X-Real-IP {{remote_host}}\n\
          header_up X-Forwarded-Proto https\n    header_up X-Forwarded-Host {{host}}\n    header_up X-Forwarded-Port 443\n  }}\n}}\n",
