@@ -33,6 +33,10 @@ pub const BENCHES: [&str; 4] = ["flood", "proxy", "xdp", "sets"];
 
 /// Where DejaVu Sans lives on Debian (fonts-dejavu-core); plotters needs a
 /// font to draw any text and ships none.
+/// An optional hand-written note in the results directory about the
+/// conditions of the run, shown under the machine description.
+const CONDITIONS: &str = "conditions.md";
+
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
 /// Writes `dir/README.md` and one PNG per plot from the JSON files in `dir`.
@@ -75,8 +79,11 @@ pub fn assemble(dir: &Path) -> Result<PathBuf> {
             dir.display()
         );
     }
+    // What the JSON cannot know (a busy machine, a VM), as the person who
+    // ran it wrote it down.
+    let conditions = fs::read_to_string(dir.join(CONDITIONS)).unwrap_or_default();
     let readme = dir.join("README.md");
-    fs::write(&readme, markdown(&sections))
+    fs::write(&readme, markdown(&sections, conditions.trim()))
         .with_context(|| format!("report: writing {}", readme.display()))?;
     Ok(readme)
 }
@@ -109,7 +116,7 @@ fn cell(value: &Value) -> String {
     }
 }
 
-fn markdown(sections: &[Value]) -> String {
+fn markdown(sections: &[Value], conditions: &str) -> String {
     let mut md = String::new();
     md.push_str(
         "# Benchmarks\n\n\
@@ -128,6 +135,9 @@ fn markdown(sections: &[Value]) -> String {
             }
         }
         md.push('\n');
+    }
+    if !conditions.is_empty() {
+        let _ = writeln!(md, "{conditions}\n");
     }
     md.push_str("Contents:\n\n");
     for s in sections {
