@@ -79,8 +79,9 @@ enum Task {
     /// JSON, PNG charts and README.md to docs/benchmarks/ (target/bench/quick/
     /// with --quick). Needs root. See docs/benchmarks/README.md.
     Bench {
-        /// flood, proxy, xdp, sets, or all.
-        #[arg(value_parser = ["flood", "proxy", "xdp", "sets", "all"])]
+        /// flood, proxy, xdp, sets, all, or report (only re-assemble README.md
+        /// and the charts from the JSON files).
+        #[arg(value_parser = ["flood", "proxy", "xdp", "sets", "all", "report"])]
         bench: String,
         /// A smoke run: one short round, to prove each benchmark still runs.
         #[arg(long)]

@@ -20,7 +20,8 @@ use crate::{
 /// What to run and where the results go.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// One of [`report::BENCHES`], or `all`.
+    /// One of [`report::BENCHES`], `all`, or `report` (no benchmark, only
+    /// the README and charts again).
     pub bench: String,
     pub quick: bool,
     pub rounds: Option<u32>,
@@ -43,6 +44,9 @@ pub fn run(options: &Options) -> Result<()> {
         .with_context(|| format!("bench: creating {}", out_dir.display()))?;
     let benches: Vec<&str> = if options.bench == "all" {
         report::BENCHES.to_vec()
+    } else if options.bench == "report" {
+        // Only re-assemble README.md and the charts from the JSON there.
+        Vec::new()
     } else {
         vec![options.bench.as_str()]
     };
@@ -71,6 +75,10 @@ pub fn run(options: &Options) -> Result<()> {
         println!("bench {bench}: done in {:.0?}", began.elapsed());
     }
     let readme = report::assemble(&out_dir)?;
+    if benches.is_empty() {
+        println!("bench: report re-assembled at {}", readme.display());
+        return Ok(());
+    }
     println!(
         "bench: {} in {:.0?}; report at {}",
         benches.join(", "),

@@ -283,6 +283,7 @@ fn bar_chart(path: &Path, plot: &Value) -> Result<()> {
         .disable_y_mesh()
         .y_labels(0)
         .x_desc(str_of(plot, "unit"))
+        .x_label_formatter(&|v| cell(&serde_json::json!(v)))
         .label_style(("sans-serif", 13))
         .draw()?;
     let slot = 0.8 / series.len() as f64;
