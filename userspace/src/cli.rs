@@ -194,7 +194,15 @@ pub struct RunArgs {
     /// Overrides admin.listen.
     #[arg(long)]
     pub admin_listen: Option<SocketAddr>,
+    /// Threads serving the proxy and the daemon's tasks (tokio workers).
+    /// Benchmarks set it to compare with other proxies' worker counts.
+    #[arg(long, default_value_t = DEFAULT_WORKER_THREADS, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: u16,
 }
+
+/// Async worker threads when `run --worker-threads` is not given, and for
+/// every other command.
+pub const DEFAULT_WORKER_THREADS: u16 = 2;
 
 /// The whole `xdpgate` process: parse the arguments, run the command, turn
 /// the outcome into an exit code. The binary's `main` is this.
@@ -206,8 +214,12 @@ pub fn process_main() -> std::process::ExitCode {
         // only log warnings.
         crate::logging::init("warn", crate::logging::LogFormat::Text);
     }
+    let workers = match &cli.command {
+        Command::Run(args) => args.worker_threads,
+        _ => DEFAULT_WORKER_THREADS,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(usize::from(workers))
         .enable_all()
         .build()
     {
@@ -844,5 +856,18 @@ mod tests {
         let table = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo\n\
                      00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003     ens3\n";
         assert_eq!(default_route_in_ipv6_table(table).as_deref(), Some("ens3"));
+    }
+
+    #[test]
+    fn run_takes_a_worker_thread_count_and_refuses_zero() {
+        let workers = |argv: &[&str]| match Cli::try_parse_from(argv).map(|c| c.command) {
+            Ok(Command::Run(args)) => Ok(args.worker_threads),
+            Ok(other) => panic!("parsed as {other:?}"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(workers(&["xdpgate", "run"]), Ok(DEFAULT_WORKER_THREADS));
+        assert_eq!(workers(&["xdpgate", "run", "--worker-threads", "1"]), Ok(1));
+        let zero = workers(&["xdpgate", "run", "--worker-threads", "0"]).unwrap_err();
+        assert!(zero.contains("--worker-threads"), "{zero}");
     }
 }

@@ -3,6 +3,7 @@
 //! missing (and only that), `build`/`run`/`test`/`bench` drive cargo on top of
 //! it. This crate deliberately depends on nothing of xdpgate's, so it compiles
 //! before the eBPF toolchain exists.
+mod bench;
 mod demo;
 mod image;
 mod process;
@@ -73,25 +74,25 @@ enum Task {
         #[arg(long = "tag", value_name = "T")]
         tags: Vec<String>,
     },
-    /// Benchmarks.
+    /// Benchmarks against the competitors (UFW, nftables, nginx, HAProxy,
+    /// Caddy), each in one invocation with alternating rounds; writes
+    /// JSON, PNG charts and README.md to docs/benchmarks/ (target/bench/quick/
+    /// with --quick). Needs root. See docs/benchmarks/README.md.
     Bench {
-        #[command(subcommand)]
-        bench: Bench,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum Bench {
-    /// Per-packet cost of the XDP program through BPF_PROG_TEST_RUN, beside
-    /// baseline programs (`cargo bench --bench xdp`; needs root).
-    Xdp {
-        /// Runs of each packet per kernel measurement.
+        /// flood, proxy, xdp, sets, all, or report (only re-assemble README.md
+        /// and the charts from the JSON files).
+        #[arg(value_parser = ["flood", "proxy", "xdp", "sets", "all", "report"])]
+        bench: String,
+        /// A smoke run: one short round, to prove each benchmark still runs.
         #[arg(long)]
-        repeat: Option<u32>,
-        /// Measurements per case.
-        #[arg(long)]
+        quick: bool,
+        /// Rounds of each competitor (default 3; 1 with --quick).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         rounds: Option<u32>,
-        /// Further arguments for the bench binary, after `--`.
+        /// Where the JSON, PNGs and README.md go.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<std::path::PathBuf>,
+        /// Further arguments for the bench binary, after `--` (xdp: `--repeat N`).
         #[arg(last = true)]
         args: Vec<String>,
     },
@@ -114,13 +115,18 @@ fn main() {
         Task::Image { tags } => image::image(&tags),
         Task::Demo { release } => demo::demo(release),
         Task::Bench {
-            bench:
-                Bench::Xdp {
-                    repeat,
-                    rounds,
-                    args,
-                },
-        } => tasks::bench_xdp(repeat, rounds, &args),
+            bench,
+            quick,
+            rounds,
+            out_dir,
+            args,
+        } => bench::run(&bench::Options {
+            bench,
+            quick,
+            rounds,
+            out_dir,
+            extra: args,
+        }),
     };
     if let Err(error) = result {
         eprintln!("\nxtask: error: {error:#}");
@@ -162,24 +168,26 @@ mod tests {
     }
 
     #[test]
-    fn bench_takes_xdp_and_its_options() {
-        let cli =
-            Cli::try_parse_from(["xtask", "bench", "xdp", "--repeat", "1000", "--rounds", "5"])
-                .expect("parses");
+    fn bench_takes_a_benchmark_its_options_and_extra_arguments() {
+        let cli = Cli::try_parse_from([
+            "xtask", "bench", "flood", "--quick", "--rounds", "5", "--", "--repeat", "10",
+        ])
+        .expect("parses");
         match cli.command {
             Task::Bench {
-                bench:
-                    Bench::Xdp {
-                        repeat,
-                        rounds,
-                        args,
-                    },
+                bench,
+                quick,
+                rounds,
+                out_dir,
+                args,
             } => {
-                assert_eq!((repeat, rounds), (Some(1000), Some(5)));
-                assert!(args.is_empty());
+                assert_eq!((bench.as_str(), quick, rounds), ("flood", true, Some(5)));
+                assert_eq!(out_dir, None);
+                assert_eq!(args, ["--repeat", "10"]);
             }
             other => panic!("parsed as {other:?}"),
         }
-        assert!(Cli::try_parse_from(["xtask", "bench", "flood"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "bench", "nginx"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "bench", "all", "--rounds", "0"]).is_err());
     }
 }

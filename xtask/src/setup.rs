@@ -64,6 +64,18 @@ const PACKAGES: &[Group] = &[
             "buildah",
             "podman",
             "runc",
+            // `cargo xtask bench`: the competitors (run with temporary
+            // configs inside the benchmark's namespaces, never as services),
+            // the SYN flood generator (trafgen), perf for profiles, and the
+            // font the report's charts are drawn with.
+            "nginx",
+            "haproxy",
+            "caddy",
+            "ufw",
+            "nftables",
+            "netsniff-ng",
+            "linux-perf",
+            "fonts-dejavu-core",
         ],
         to_build: false,
     },
@@ -139,6 +151,7 @@ pub fn ensure(mode: Mode, need: Need) -> Result<()> {
     } else if can_install {
         println!("setup: installing apt packages: {}", missing.join(" "));
         apt.install(&missing)?;
+        stop_benchmark_services(&missing)?;
         let still = missing_packages()?;
         if !still.is_empty() {
             bail!(
@@ -325,6 +338,34 @@ pub fn ensure(mode: Mode, need: Need) -> Result<()> {
     }
 
     finish(mode, need, problems)
+}
+
+/// The competitors of `cargo xtask bench` whose Debian packages start a
+/// system service (on the host's ports 80/443) where systemd runs. The
+/// benchmarks start their own instances inside namespaces, so the services
+/// are stopped and disabled right after they are installed.
+const BENCH_SERVICES: [&str; 3] = ["nginx", "haproxy", "caddy"];
+
+fn stop_benchmark_services(installed: &[&str]) -> Result<()> {
+    let services: Vec<&str> = BENCH_SERVICES
+        .iter()
+        .copied()
+        .filter(|s| installed.contains(s))
+        .collect();
+    // /run/systemd/system exists only when systemd is the running init.
+    if services.is_empty() || !Path::new("/run/systemd/system").is_dir() {
+        return Ok(());
+    }
+    println!(
+        "setup: stopping and disabling the services apt started ({}): the benchmarks run their own",
+        services.join(" ")
+    );
+    process::run(
+        "setup",
+        Command::new("systemctl")
+            .args(["disable", "--now"])
+            .args(&services),
+    )
 }
 
 /// Debian's Python, which python3-venv serves (not a pyenv shim).

@@ -59,7 +59,7 @@ struct Step {
 
 /// Setup, `cargo fmt --check`, clippy with warnings denied, the workspace's
 /// tests (the root-only ones skip with a message when not root), then, as
-/// root, the demo.
+/// root, the demo and the benchmarks' smoke run.
 pub fn test(no_lint: bool, test_args: &[String]) -> Result<()> {
     let mut steps = vec![Step {
         name: "setup",
@@ -109,8 +109,17 @@ pub fn test(no_lint: bool, test_args: &[String]) -> Result<()> {
             cmd: Some(demo),
             hint: None,
         });
+        // The benchmarks' smoke mode: one short round of each, so none of
+        // them rots; results go to target/bench/quick, never docs/.
+        let mut bench = Command::new(std::env::current_exe().context("test: finding xtask")?);
+        bench.args(["bench", "all", "--quick"]);
+        steps.push(Step {
+            name: "benchmark smoke (bench all --quick)",
+            cmd: Some(bench),
+            hint: Some("`cargo xtask bench <name> --quick` reruns one benchmark"),
+        });
     } else if !setup::is_root() {
-        println!("test: not root, so the demo step (`cargo xtask demo`) is left out");
+        println!("test: not root, so the demo and benchmark smoke steps are left out");
     }
 
     let total = steps.len();
@@ -131,21 +140,4 @@ pub fn test(no_lint: bool, test_args: &[String]) -> Result<()> {
     }
     println!("\ntest: all {total} steps passed");
     Ok(())
-}
-
-/// `cargo bench --bench xdp -- [--repeat N] [--rounds N] [EXTRA...]`. No `-p`:
-/// cargo finds the `xdp` bench among the workspace's default members, wherever
-/// it lives (it needs root to load programs; it says so when not).
-pub fn bench_xdp(repeat: Option<u32>, rounds: Option<u32>, extra: &[String]) -> Result<()> {
-    setup::ensure(Mode::Check, Need::Build).context("bench: toolchain check failed")?;
-    let mut cmd = process::cargo();
-    cmd.args(["bench", "--bench", "xdp", "--"]);
-    if let Some(repeat) = repeat {
-        cmd.args(["--repeat", &repeat.to_string()]);
-    }
-    if let Some(rounds) = rounds {
-        cmd.args(["--rounds", &rounds.to_string()]);
-    }
-    cmd.args(extra);
-    process::run("bench", &mut cmd)
 }
