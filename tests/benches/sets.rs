@@ -66,6 +66,7 @@ fn main() {
         std::process::exit(1);
     }
     let prefixes: usize = args.extra(BENCH, "--prefixes").unwrap_or(100_000);
+    let run_started = std::time::Instant::now();
     let lab = Lab::new("st");
     let work = Workdir::new("bench-sets", env!("CARGO_BIN_EXE_xdpgate-under-test"));
     let _listener = TcpServer::start(&lab.server_ns, PORT);
@@ -133,6 +134,7 @@ fn main() {
         ),
         &args,
     );
+    report.began_at(run_started);
     let rows = [
         ("add one address", &add),
         ("remove it", &remove),

@@ -300,6 +300,7 @@ fn main() {
         ),
         &args.common,
     );
+    report.began_at(started);
     let mut columns = vec!["shape"];
     columns.extend(COLUMNS);
     columns.extend(["xdpgate/minimal (cf)", "xdpgate/minimal (100k)"]);
