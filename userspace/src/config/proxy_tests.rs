@@ -253,6 +253,7 @@ fn every_proxy_key_is_read() {
             idle_timeout: secs(45),
             resolve_interval: secs(10),
             eject_for: Duration::ZERO,
+            max_idle_connections: crate::proxy::DEFAULT_MAX_IDLE_CONNECTIONS,
             endpoints: None,
         }
     );

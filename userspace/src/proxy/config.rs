@@ -109,6 +109,13 @@ impl Default for Limits {
     }
 }
 
+/// Envoy's default connection limit per upstream cluster. A pool smaller
+/// than the concurrency the proxy sees makes every request beyond it open
+/// and close a TCP connection to the upstream: with 64 (the first default),
+/// HTTP/2 clients running 640 streams at once spent most of the proxy's time
+/// in the kernel doing just that (docs/benchmarks).
+pub const DEFAULT_MAX_IDLE_CONNECTIONS: usize = 1024;
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServiceConfig {
     pub name: String,
@@ -126,6 +133,10 @@ pub struct ServiceConfig {
     pub resolve_interval: Duration,
     /// An endpoint that fails to connect is left out for this long. Default 10s.
     pub eject_for: Duration,
+    /// HTTP/1.1 connections kept open per upstream address for reuse.
+    /// Past it, a connection is closed after its exchange, so requests
+    /// beyond this concurrency pay a new connection each. Default 1024.
+    pub max_idle_connections: usize,
     /// A fixed list of endpoints that replaces resolving `target` (an
     /// Ingress backend read from EndpointSlices). `None`: resolve `target`.
     pub endpoints: Option<Vec<SocketAddr>>,
@@ -143,6 +154,7 @@ impl ServiceConfig {
             idle_timeout: Duration::from_secs(90),
             resolve_interval: Duration::from_secs(5),
             eject_for: Duration::from_secs(10),
+            max_idle_connections: DEFAULT_MAX_IDLE_CONNECTIONS,
             endpoints: None,
         }
     }

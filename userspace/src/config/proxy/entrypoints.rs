@@ -336,7 +336,7 @@ pub(super) fn check_redirects(entrypoints: &[Entrypoint]) -> Result<(), ConfigEr
 }
 
 /// A whole number from `min` to `max`.
-fn count(v: Val, path: &str, min: usize, max: usize) -> Result<usize, ConfigError> {
+pub(super) fn count(v: Val, path: &str, min: usize, max: usize) -> Result<usize, ConfigError> {
     let text = v.text(path, "a whole number")?;
     match text.trim().parse::<usize>() {
         Ok(n) if n < min => Err(v.error(path, format!("{n} is too small: use at least {min}"))),

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use super::{
     check_name,
-    entrypoints::Entrypoint,
+    entrypoints::{count, Entrypoint},
     middlewares::route_middlewares,
     targets::{route_host, route_path, target},
     timeout, unknown, Place,
@@ -47,6 +47,7 @@ fn read_service(name: &str, v: Val, path: &str) -> Result<ServiceConfig, ConfigE
             "idle_timeout",
             "resolve_interval",
             "eject_for",
+            "max_idle_connections",
         ],
     )?;
     let Some(target_value) = table.get("target") else {
@@ -87,6 +88,10 @@ fn read_service(name: &str, v: Val, path: &str) -> Result<ServiceConfig, ConfigE
     }
     if let Some(v) = table.get("eject_for") {
         service.eject_for = duration(v, &table.key_path("eject_for"))?;
+    }
+    if let Some(v) = table.get("max_idle_connections") {
+        service.max_idle_connections =
+            count(v, &table.key_path("max_idle_connections"), 0, 65_536)?;
     }
     Ok(service)
 }

@@ -27,9 +27,6 @@ use tokio::{net::TcpStream, sync::watch};
 use super::{EndpointState, ProxyBody, UpstreamError};
 use crate::proxy::config::ServiceConfig;
 
-/// HTTP/1.1 connections kept per endpoint, idle or finishing a response;
-/// more are closed after their exchange.
-const MAX_POOLED_PER_ENDPOINT: usize = 64;
 /// h2c connections are pinged while streams are open, so a backend that
 /// vanished mid-stream (a long gRPC call) is noticed.
 const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
@@ -157,7 +154,7 @@ impl Endpoint {
                 Ok(response) => {
                     // An upgraded connection belongs to the caller now.
                     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-                        self.checkin_http1(sender);
+                        self.checkin_http1(sender, config.max_idle_connections);
                     }
                     return Ok(response);
                 }
@@ -281,9 +278,11 @@ impl Endpoint {
         Some(pool.swap_remove(index).sender)
     }
 
-    fn checkin_http1(&self, sender: http1::SendRequest<WatchedBody>) {
+    /// Keeps the connection for reuse, idle or finishing a response, up to
+    /// `max_pooled` per endpoint; past that it closes after this exchange.
+    fn checkin_http1(&self, sender: http1::SendRequest<WatchedBody>, max_pooled: usize) {
         let mut pool = lock(&self.http1);
-        if pool.len() < MAX_POOLED_PER_ENDPOINT && !sender.is_closed() {
+        if pool.len() < max_pooled && !sender.is_closed() {
             pool.push(Http1Conn {
                 sender,
                 ready_since: None,

@@ -63,6 +63,7 @@ fn service(name: &str) -> ServiceConfig {
         idle_timeout: Duration::from_secs(30),
         resolve_interval: Duration::from_millis(50),
         eject_for: Duration::from_secs(10),
+        max_idle_connections: crate::proxy::DEFAULT_MAX_IDLE_CONNECTIONS,
         endpoints: None,
     }
 }
@@ -219,6 +220,22 @@ async fn sequential_requests_reuse_one_keep_alive_connection() {
 }
 
 #[tokio::test]
+async fn max_idle_connections_caps_what_is_kept_for_reuse() {
+    let a = named("a").await;
+    let config = ServiceConfig {
+        max_idle_connections: 0,
+        ..service("no-pool")
+    };
+    let (_upstreams, upstream) = pool(config, TestResolver::new(&[a.address]));
+    for _ in 0..5 {
+        let (response, _) = upstream.send(get()).await.unwrap();
+        assert_eq!(body_text(response).await, "a");
+    }
+    assert_eq!(a.connections.load(SeqCst), 5, "a connection per request");
+    assert_eq!(upstream.endpoints()[0].idle_connections, 0);
+}
+
+#[tokio::test]
 async fn idle_connections_are_closed_after_idle_timeout() {
     let a = named("a").await;
     let config = ServiceConfig {
@@ -271,6 +288,7 @@ async fn refused_get_is_retried_elsewhere_and_the_endpoint_readmitted_later() {
     let b = named("b").await;
     let config = ServiceConfig {
         eject_for: Duration::from_millis(300),
+        max_idle_connections: crate::proxy::DEFAULT_MAX_IDLE_CONNECTIONS,
         endpoints: None,
         ..service("eject")
     };
