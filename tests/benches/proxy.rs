@@ -722,8 +722,7 @@ fn main() {
             .collect::<serde_json::Map<_, _>>()),
     );
     report.note(
-        "xdpgate's proxy was not profiled in this run: where it trails a competitor above, the cause has not been \
-         established yet, and no fix was made. `perf record -g -p <pid>` during the wrk step is the next step.",
+        "The benchmark does not profile: the by-hand profile of xdpgate, what was changed after it and what that changed are in the notes under the machine description at the top of this page.",
     );
     report.note(&format!(
         "Idle connections: {IDLE_FULL} in a full run, not 10,000: open files are capped at 20,000 on these machines \
