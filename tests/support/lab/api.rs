@@ -19,7 +19,7 @@ use rcgen::{
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::TlsAcceptor;
 
-use super::net::in_netns;
+use super::net::{in_netns, runtime_for};
 
 /// A test CA (its PEM written to `ca_file`) and a server certificate for
 /// 127.0.0.1 and localhost signed by it.
@@ -134,21 +134,12 @@ impl ApiServer {
             std::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
                 .unwrap_or_else(|e| panic!("bind the test API on 127.0.0.1:{port}: {e}"))
         });
-        listener.set_nonblocking(true).expect("non-blocking");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
+        let (runtime, listener) = runtime_for(listener, 1);
         let script = Arc::new(Mutex::new(Script {
             reply: Some(reply),
             served: Vec::new(),
         }));
         let acceptor = TlsAcceptor::from(Arc::clone(&pki.server));
-        let listener = {
-            let _entered = runtime.enter();
-            tokio::net::TcpListener::from_std(listener).expect("tokio listener")
-        };
         runtime.spawn(serve(listener, acceptor, Arc::clone(&script)));
         ApiServer {
             port,

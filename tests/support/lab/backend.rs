@@ -31,7 +31,7 @@ use hyper::{
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::net::in_netns;
+use super::net::{in_netns, runtime_for};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type BackendBody = BoxBody<Bytes, BoxError>;
@@ -88,15 +88,7 @@ impl Backend {
     fn start(server_ns: &str, addr: SocketAddr, name: &str, kind: Kind) -> Backend {
         let listener = in_netns(server_ns, || listen(addr))
             .unwrap_or_else(|e| panic!("bind backend `{name}` on {addr}: {e}"));
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let listener = {
-            let _entered = runtime.enter();
-            tokio::net::TcpListener::from_std(listener).expect("tokio listener")
-        };
+        let (runtime, listener) = runtime_for(listener, 2);
         let served = Arc::new(AtomicU64::new(0));
         runtime.spawn(accept(listener, name.to_string(), kind, served.clone()));
         Backend {

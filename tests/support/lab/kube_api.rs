@@ -24,7 +24,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use super::net::in_netns;
+use super::net::{in_netns, runtime_for};
 
 /// `(path, list kind, apiVersion)` of the kinds served.
 const KINDS: [(&str, &str, &str); 3] = [
@@ -90,12 +90,7 @@ impl KubeApi {
             std::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
                 .unwrap_or_else(|e| panic!("bind the stand-in API on 127.0.0.1:{port}: {e}"))
         });
-        listener.set_nonblocking(true).expect("non-blocking");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
+        let (runtime, listener) = runtime_for(listener, 1);
         let shared = Arc::new(Shared {
             store: Mutex::new(Store::default()),
             changed: watch::Sender::new(0),
@@ -104,10 +99,6 @@ impl KubeApi {
             lists: Default::default(),
             watches: Default::default(),
         });
-        let listener = {
-            let _entered = runtime.enter();
-            tokio::net::TcpListener::from_std(listener).expect("tokio listener")
-        };
         runtime.spawn(serve(listener, shared.clone()));
         KubeApi {
             port,

@@ -94,6 +94,27 @@ pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
+/// A tokio runtime of `workers` threads for a test server, with `listener`
+/// (bound already, in whatever namespace) registered on it.
+pub fn runtime_for(
+    listener: TcpListener,
+    workers: usize,
+) -> (tokio::runtime::Runtime, tokio::net::TcpListener) {
+    listener
+        .set_nonblocking(true)
+        .expect("non-blocking listener");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let listener = {
+        let _entered = runtime.enter();
+        tokio::net::TcpListener::from_std(listener).expect("tokio listener")
+    };
+    (runtime, listener)
+}
+
 /// A server namespace and a client namespace joined by a veth pair, with the
 /// addresses and routes described in the module documentation. Removed on
 /// drop, which also removes the veth pair.
