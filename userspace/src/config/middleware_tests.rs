@@ -154,15 +154,7 @@ fn a_middleware_has_exactly_one_known_kind() {
         ),
     ];
     for (text, key, message) in cases {
-        let e = refused(&with_entrypoints(&format!(
-            "
-            routes:
-              - {{ service: \"api:8000\" }}
-            middlewares:
-              {text}
-        "
-        )));
-        assert_at(&e, 8, key, message);
+        assert_at(&refused_middleware(text), 8, key, message);
     }
 }
 
@@ -256,14 +248,18 @@ fn settings_are_checked_where_they_are_written() {
         ),
     ];
     for (text, key, message) in cases {
-        let e = refused(&with_entrypoints(&format!(
-            "
+        assert_at(&refused_middleware(text), 8, key, message);
+    }
+}
+
+/// The error for a config whose one middleware is `text` (on line 8).
+fn refused_middleware(text: &str) -> super::ConfigError {
+    refused(&with_entrypoints(&format!(
+        "
             routes:
               - {{ service: \"api:8000\" }}
             middlewares:
               {text}
         "
-        )));
-        assert_at(&e, 8, key, message);
-    }
+    )))
 }
