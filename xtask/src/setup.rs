@@ -294,12 +294,17 @@ pub fn ensure(mode: Mode, need: Need) -> Result<()> {
         });
     }
 
-    // 5. kubernetes-validate (PyPI) in a venv of its own, for the manifest checks.
+    // 5. kubernetes-validate (PyPI) in a venv of its own, for the manifest checks,
+    // and Python's `h2` there for the HTTP/2 tests that send raw frames.
     let venv = cache_dir(env::var_os("XDG_CACHE_HOME"), env::var_os("HOME"))
         .context("setup: neither XDG_CACHE_HOME nor HOME is set, so there is no cache directory")?
         .join("venv");
     let validator = venv.join("bin").join("kubernetes-validate");
-    if validator.exists() {
+    let has_h2 = Command::new(venv.join("bin").join("python"))
+        .args(["-c", "import h2"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if validator.exists() && has_h2 {
         let state = if install { "already at" } else { "present at" };
         println!(
             "setup: kubernetes-validate {KUBERNETES_VALIDATE} {state} {}{}",
@@ -319,17 +324,18 @@ pub fn ensure(mode: Mode, need: Need) -> Result<()> {
             "setup",
             Command::new(venv.join("bin").join("pip"))
                 .args(["install", "--quiet"])
-                .arg(format!("kubernetes-validate=={KUBERNETES_VALIDATE}")),
+                .arg(format!("kubernetes-validate=={KUBERNETES_VALIDATE}"))
+                .arg(format!("h2=={PYTHON_H2}")),
         )?;
     } else {
         println!(
-            "setup: kubernetes-validate is not installed at {}",
-            validator.display()
+            "setup: kubernetes-validate and h2 are not both installed in {}",
+            venv.display()
         );
         problems.push(Problem {
-            what: format!("kubernetes-validate is not installed at {}", validator.display()),
+            what: format!("kubernetes-validate and h2 are not both installed in {}", venv.display()),
             fix: format!(
-                "{SYSTEM_PYTHON} -m venv {0} && {0}/bin/pip install kubernetes-validate=={KUBERNETES_VALIDATE}",
+                "{SYSTEM_PYTHON} -m venv {0} && {0}/bin/pip install kubernetes-validate=={KUBERNETES_VALIDATE} h2=={PYTHON_H2}",
                 venv.display()
             ),
             fix_needs_root: false,
@@ -371,6 +377,8 @@ fn stop_benchmark_services(installed: &[&str]) -> Result<()> {
 /// Debian's Python, which python3-venv serves (not a pyenv shim).
 const SYSTEM_PYTHON: &str = "/usr/bin/python3";
 const KUBERNETES_VALIDATE: &str = "1.37.0";
+/// Python's HTTP/2 library, for the tests that send raw HTTP/2 frames.
+const PYTHON_H2: &str = "4.4.1";
 
 fn skipping(install: bool) -> &'static str {
     if install {
