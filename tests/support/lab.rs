@@ -24,6 +24,7 @@ pub mod ingress;
 pub mod kube_api;
 pub mod net;
 pub mod proxy;
+pub mod raw;
 
 pub use api::{ApiServer, Reply, Served, TestPki};
 pub use backend::Backend;
@@ -45,6 +46,7 @@ pub use proxy::{
     access_log, curl, memory_kib, proxy_config, tools_ready, H2loadSummary, HostsDaemon, Issued,
     ProxyLab, ProxyPki, ProxySetup, PLAIN_PORT, TLS_PORT,
 };
+pub use raw::{h2py, python_h2_ready, raw_exchange, raw_request, RawReply};
 
 /// The TCP port the tests protect.
 pub const TCP_PORT: u16 = 8443;

@@ -261,6 +261,9 @@ pub struct ProxySetup {
     pub tls_extra: String,
     /// The `limits` section of both entrypoints (`header_read_timeout: 2s`).
     pub limits: String,
+    /// More keys of both entrypoints, in flow style (`underscore_headers:
+    /// keep, path: { parameters: strip }`).
+    pub entrypoint: String,
     /// Lines of the `proxy` section after the entrypoints (`routes:`,
     /// `services:`, `drain:`...), indented by two spaces.
     pub rest: String,
@@ -281,11 +284,14 @@ pub fn proxy_config(lab: &Lab, work: &Workdir, setup: &ProxySetup) -> String {
     if !setup.tls_extra.is_empty() {
         tls = format!("{tls}, {}", setup.tls_extra);
     }
-    let limits = if setup.limits.is_empty() {
+    let mut limits = if setup.limits.is_empty() {
         String::new()
     } else {
         format!(", limits: {{ {} }}", setup.limits)
     };
+    if !setup.entrypoint.is_empty() {
+        limits = format!("{limits}, {}", setup.entrypoint);
+    }
     format!(
         "watch_interval: 100ms
 filter:
