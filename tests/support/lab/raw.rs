@@ -36,26 +36,46 @@ impl RawReply {
         String::from_utf8_lossy(&self.bytes).into_owned()
     }
 
-    /// The status codes of every response in the bytes, in order.
+    /// The status codes of every response in the bytes, in order: each
+    /// head is read, then its body skipped by its `content-length` or
+    /// chunks (a body that runs to the close ends the list).
     pub fn statuses(&self) -> Vec<u16> {
-        let text = self.text();
         let mut statuses = Vec::new();
-        let mut rest = text.as_str();
-        let mut at_start = true;
-        while !rest.is_empty() {
-            if at_start {
-                if let Some(line) = rest.strip_prefix("HTTP/1.") {
-                    if let Some(code) = line.get(2..5).and_then(|c| c.parse().ok()) {
-                        statuses.push(code);
-                    }
-                }
+        let mut rest = &self.bytes[..];
+        while let Some(end) = find(rest, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&rest[..end]).into_owned();
+            rest = &rest[end + 4..];
+            let Some(code) = head
+                .strip_prefix("HTTP/1.")
+                .and_then(|line| line.get(2..5))
+                .and_then(|c| c.parse::<u16>().ok())
+            else {
+                break;
+            };
+            statuses.push(code);
+            let header = |name: &str| {
+                head.lines().skip(1).find_map(|line| {
+                    let (key, value) = line.split_once(':')?;
+                    key.trim()
+                        .eq_ignore_ascii_case(name)
+                        .then(|| value.trim().to_ascii_lowercase())
+                })
+            };
+            if code == 101 {
+                break;
             }
-            match rest.find("\r\n") {
-                Some(i) => {
-                    rest = &rest[i + 2..];
-                    at_start = true;
+            if (100..200).contains(&code) || code == 204 || code == 304 {
+                continue;
+            }
+            if header("transfer-encoding").is_some_and(|te| te.contains("chunked")) {
+                match skip_chunks(rest) {
+                    Some(after) => rest = after,
+                    None => break,
                 }
-                None => break,
+            } else if let Some(length) = header("content-length").and_then(|l| l.parse().ok()) {
+                rest = rest.get(length..).unwrap_or_default();
+            } else {
+                break;
             }
         }
         statuses
@@ -78,8 +98,8 @@ impl RawReply {
         })
     }
 
-    /// The first response's body, de-chunked if it was chunked (for a
-    /// connection that carried only that response).
+    /// The first response's body: its `content-length` bytes, de-chunked
+    /// if it was chunked, or everything up to the close.
     pub fn body(&self) -> String {
         let text = self.text();
         let Some((head, body)) = text.split_once("\r\n\r\n") else {
@@ -90,7 +110,11 @@ impl RawReply {
             l.starts_with("transfer-encoding:") && l.contains("chunked")
         });
         if !chunked {
-            return body.to_string();
+            let length = self.header("content-length").and_then(|l| l.parse().ok());
+            return match length {
+                Some(length) => body.get(..length).unwrap_or(body).to_string(),
+                None => body.to_string(),
+            };
         }
         let mut out = String::new();
         let mut rest = body;
@@ -112,6 +136,25 @@ impl RawReply {
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body())
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The bytes after a chunked body (and its empty trailer section).
+fn skip_chunks(mut rest: &[u8]) -> Option<&[u8]> {
+    loop {
+        let line_end = find(rest, b"\r\n")?;
+        let size_text = String::from_utf8_lossy(&rest[..line_end]);
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            let end = find(rest, b"\r\n")?;
+            return Some(&rest[end + 2..]);
+        }
+        rest = rest.get(size + 2..)?;
     }
 }
 
