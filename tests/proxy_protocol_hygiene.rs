@@ -82,6 +82,7 @@ fn h2c_and_unlisted_upgrades_are_served_as_plain_requests() {
         for (name, protocol, settings) in [
             ("h2c", "h2c", true),
             ("h2c-only", "h2c", false),
+            ("upper-case", "H2C", true),
             ("settings-only", "", true),
             ("other", "foo/1.0", false),
         ] {

@@ -4,8 +4,9 @@
 //! keeps trickling in is served; a head trickled slower than
 //! `header_read_timeout` is cut off; an HTTP/2 connection that only sends
 //! PINGs is closed after `idle_timeout`; and when `max_connections` are all
-//! taken by idle HTTP/2 and HTTP/1.1 keep-alive clients, a new client is
-//! served at once (idle ones make room) while requests in flight finish.
+//! taken by idle HTTP/2 and HTTP/1.1 keep-alive clients, or by connections
+//! that never sent a byte, a new client is served at once (idle ones make
+//! room) while requests in flight finish.
 //! Needs root (Python's h2 for the HTTP/2 parts).
 use std::time::Duration;
 
@@ -92,27 +93,60 @@ fn a_body_that_stops_arriving_gets_408_and_one_that_trickles_is_served() {
     }
     assert!(echo.served() >= 2);
 
+    // A chunked body that stops after its first chunk.
+    let chunked =
+        b"POST /chunked HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n\
+                    5\r\nhello\r\n";
+    let reply = raw_exchange(
+        &proxy.client,
+        outsider,
+        false,
+        &[chunked],
+        Duration::ZERO,
+        wait,
+    )
+    .expect("exchange");
+    assert_eq!(
+        reply.status(),
+        408,
+        "stalled chunked body: {}",
+        reply.text()
+    );
+    assert!(reply.closed, "the connection is closed after the 408");
+
     if let Some(python) = python {
-        let plan = json!({
-            "mode": "stall_body",
-            "headers": [
-                [":method", "POST"], [":scheme", "https"], [":authority", "localhost"],
-                [":path", "/upload-h2"], ["content-length", "100"],
-            ],
-            "data": "0123456789",
-            "wait": 8,
-        });
-        let report = h2py(
-            &proxy,
-            &python,
-            outsider,
-            true,
-            plan,
-            Duration::from_secs(20),
-        );
-        println!("stalled HTTP/2 body: {report}");
-        assert_eq!(report["status"], 408, "HTTP/2 stalled body: {report}");
-        assert_eq!(report["ended"], true, "the stream ended: {report}");
+        // With a declared length and without one, over TLS and h2c.
+        for (tls, length) in [(true, Some("100")), (true, None), (false, Some("100"))] {
+            let mut headers = vec![
+                json!([":method", "POST"]),
+                json!([":scheme", if tls { "https" } else { "http" }]),
+                json!([":authority", "localhost"]),
+                json!([":path", "/upload-h2"]),
+            ];
+            if let Some(length) = length {
+                headers.push(json!(["content-length", length]));
+            }
+            let plan = json!({
+                "mode": "stall_body",
+                "headers": headers,
+                "data": "0123456789",
+                "wait": 8,
+            });
+            let report = h2py(
+                &proxy,
+                &python,
+                outsider,
+                tls,
+                plan,
+                Duration::from_secs(20),
+            );
+            println!("stalled HTTP/2 body (tls {tls}, length {length:?}): {report}");
+            assert_eq!(
+                report["status"], 408,
+                "HTTP/2 stalled body (tls {tls}, length {length:?}): {report}"
+            );
+            assert_eq!(report["ended"], true, "the stream ended: {report}");
+        }
     }
 }
 
@@ -308,4 +342,33 @@ fn idle_connections_make_room_for_a_new_client_at_max_connections() {
         closed >= 1,
         "an idle keep-alive connection was closed to make room"
     );
+    drop(idle_h1);
+
+    // 20 connections that never send a byte have no request open either:
+    // they do not lock out a client that does (header_read_timeout is 10 s).
+    let silent = client.block_on(async {
+        let mut silent = Vec::new();
+        for i in 0..20 {
+            let tcp = client
+                .connect(sources[i % sources.len()], PLAIN_PORT)
+                .await
+                .expect("connect");
+            silent.push(tcp);
+        }
+        silent
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let reply = proxy
+        .send(
+            &Call::plain(members()[3])
+                .path("/after-silent")
+                .timeout(Duration::from_secs(5)),
+        )
+        .expect("a client is served while 20 silent connections are open");
+    assert_eq!(reply.status, 200);
+    println!(
+        "client after 20 silent connections answered in {:?}",
+        reply.took
+    );
+    drop(silent);
 }
