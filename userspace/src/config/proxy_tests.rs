@@ -12,7 +12,7 @@ use super::{
 };
 use crate::proxy::{
     AccessLogConfig, CertPair, DrainConfig, EntrypointConfig, Limits, PathType, ProxyConfig,
-    RedirectConfig, RouteConfig, ServiceConfig, TlsConfig, TlsVersion,
+    RedirectConfig, RequestPolicy, RouteConfig, ServiceConfig, TlsConfig, TlsVersion,
 };
 
 /// A valid policy with the sets `cloudflare` and `nodes`, appended after the
@@ -115,6 +115,7 @@ fn the_design_sketch_without_middlewares_parses_into_the_proxy_config() {
                 }),
                 tls: None,
                 limits: Limits::default(),
+                requests: RequestPolicy::default(),
             },
             EntrypointConfig {
                 name: "websecure".into(),
@@ -129,6 +130,7 @@ fn the_design_sketch_without_middlewares_parses_into_the_proxy_config() {
                     min_version: TlsVersion::Tls12,
                 }),
                 limits: Limits::default(),
+                requests: RequestPolicy::default(),
             },
         ],
         services: [
@@ -235,6 +237,7 @@ fn every_proxy_key_is_read() {
         websecure.limits,
         Limits {
             header_read_timeout: secs(5),
+            body_read_timeout: secs(30),
             max_header_bytes: 16384,
             idle_timeout: secs(120),
             max_connections: 500,

@@ -4,6 +4,7 @@
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
 pub use super::middleware::config::*;
+pub use super::request::path::{Encoded, PathParameters, PathPolicy};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProxyConfig {
@@ -40,6 +41,47 @@ pub struct EntrypointConfig {
     /// Present on TLS entrypoints.
     pub tls: Option<TlsConfig>,
     pub limits: Limits,
+    /// What a request must look like before it is routed.
+    pub requests: RequestPolicy,
+}
+
+/// An entrypoint's request policy: the path, header names, upgrades.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RequestPolicy {
+    pub path: PathPolicy,
+    pub underscore_headers: UnderscoreHeaders,
+    /// `Upgrade` protocols forwarded, lower case. Default `websocket`;
+    /// never `h2c` (the config reader refuses it).
+    pub upgrades: Vec<String>,
+}
+
+impl Default for RequestPolicy {
+    fn default() -> Self {
+        RequestPolicy {
+            path: PathPolicy::default(),
+            underscore_headers: UnderscoreHeaders::default(),
+            upgrades: vec!["websocket".to_string()],
+        }
+    }
+}
+
+impl RequestPolicy {
+    pub fn allows_upgrade(&self, protocol: &str) -> bool {
+        self.upgrades
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(protocol))
+    }
+}
+
+/// Header names with characters other than letters, digits and `-`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UnderscoreHeaders {
+    Keep,
+    /// Removed before routing (nginx's default).
+    #[default]
+    Drop,
+    /// 400.
+    Reject,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -82,8 +124,12 @@ pub struct CertPair {
 /// Per-entrypoint limits.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Limits {
-    /// Time to read a request head (slowloris defence). Default 10s.
+    /// Time to read a whole request head, from its first byte (slowloris
+    /// defence). Default 10s.
     pub header_read_timeout: Duration,
+    /// Longest pause between two pieces of a request body; past it the
+    /// client gets 408 and the connection is closed. Default 30s.
+    pub body_read_timeout: Duration,
     /// Largest request head; larger gets 431. Default 32 KiB.
     pub max_header_bytes: usize,
     /// Idle keep-alive connections are closed after this. Default 60s.
@@ -100,6 +146,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
             max_header_bytes: 32 * 1024,
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,

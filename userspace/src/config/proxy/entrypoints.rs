@@ -5,7 +5,7 @@
 //! same socket.
 use std::net::SocketAddr;
 
-use super::{check_name, targets::listen_overlap, timeout, unknown, Place};
+use super::{check_name, requests, targets::listen_overlap, timeout, unknown, Place};
 use crate::{
     config::{
         read::file_path,
@@ -46,7 +46,18 @@ pub(super) fn read_entrypoints(v: Val, path: &str) -> Result<Vec<Entrypoint>, Co
 }
 
 fn read_entrypoint(name: &str, v: Val, path: &str) -> Result<Entrypoint, ConfigError> {
-    let table = v.table(path, &["listen", "redirect", "tls", "limits"])?;
+    let table = v.table(
+        path,
+        &[
+            "listen",
+            "redirect",
+            "tls",
+            "limits",
+            "path",
+            "underscore_headers",
+            "upgrades",
+        ],
+    )?;
     let Some(listen_value) = table.get("listen") else {
         return Err(v.error(
             path,
@@ -77,6 +88,7 @@ fn read_entrypoint(name: &str, v: Val, path: &str) -> Result<Entrypoint, ConfigE
         Some(v) => read_limits(v, &table.key_path("limits"))?,
         None => Limits::default(),
     };
+    let requests = requests::read_request_policy(&table)?;
     Ok(Entrypoint {
         config: EntrypointConfig {
             name: name.to_string(),
@@ -84,6 +96,7 @@ fn read_entrypoint(name: &str, v: Val, path: &str) -> Result<Entrypoint, ConfigE
             redirect,
             tls,
             limits,
+            requests,
         },
         listen: listen_places,
         redirect: redirect_place,
@@ -217,6 +230,7 @@ fn read_limits(v: Val, path: &str) -> Result<Limits, ConfigError> {
         path,
         &[
             "header_read_timeout",
+            "body_read_timeout",
             "max_header_bytes",
             "idle_timeout",
             "max_connections",
@@ -227,6 +241,9 @@ fn read_limits(v: Val, path: &str) -> Result<Limits, ConfigError> {
     let mut limits = Limits::default();
     if let Some(v) = table.get("header_read_timeout") {
         limits.header_read_timeout = timeout(v, &table.key_path("header_read_timeout"))?;
+    }
+    if let Some(v) = table.get("body_read_timeout") {
+        limits.body_read_timeout = timeout(v, &table.key_path("body_read_timeout"))?;
     }
     if let Some(v) = table.get("max_header_bytes") {
         let path = table.key_path("max_header_bytes");
