@@ -34,6 +34,9 @@ pub struct AccessRecord {
     pub status: u16,
     pub request_bytes: Option<u64>,
     pub user_agent: Option<String>,
+    /// When the proxy answered itself: where the error came from
+    /// (`client`, `policy`, `upstream`, `internal`) and its kind.
+    pub error: Option<(&'static str, &'static str)>,
 }
 
 enum Sink {
@@ -102,6 +105,7 @@ pub fn line(record: &AccessRecord, duration: Duration, response_bytes: u64) -> S
         "request_bytes": record.request_bytes,
         "response_bytes": response_bytes,
         "user_agent": record.user_agent,
+        "error": record.error.map(|(source, kind)| json!({"source": source, "kind": kind})),
     });
     let mut text = value.to_string();
     text.push('\n');
@@ -130,6 +134,7 @@ mod tests {
             status: 200,
             request_bytes: Some(0),
             user_agent: Some("curl/8".into()),
+            error: None,
         };
         let text = line(&record, Duration::from_millis(12), 512);
         assert!(text.ends_with('\n'));

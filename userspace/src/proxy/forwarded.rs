@@ -99,8 +99,10 @@ pub struct Forwarding {
 }
 
 /// RFC 9110 7.6.1, plus the non-standard ones proxies have always removed.
-const HOP_BY_HOP: [&str; 9] = [
+const HOP_BY_HOP: [&str; 10] = [
     "connection",
+    // h2c's upgrade settings: meaningless on any other hop.
+    "http2-settings",
     "keep-alive",
     "proxy-connection",
     "proxy-authenticate",
@@ -223,6 +225,28 @@ pub fn prepare_request(
     };
     insert_ip(headers, X_REAL_IP, client);
     client
+}
+
+/// Claims that name one client, one scheme, one host or one port: a second
+/// line of any of them makes the request mean two things (the first decides
+/// here, an upstream may read the last). `X-Forwarded-For` and `Forwarded`
+/// are lists and may repeat.
+const SINGLE_CLAIMS: [&str; 7] = [
+    CF_CONNECTING_IP,
+    "cf-connecting-ipv6",
+    X_REAL_IP,
+    "true-client-ip",
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    X_FORWARDED_PORT,
+];
+
+/// The first single-valued client claim that a trusted peer's request
+/// carries more than once (the request is refused), if any.
+pub fn repeated_claim(headers: &HeaderMap) -> Option<&'static str> {
+    SINGLE_CLAIMS
+        .into_iter()
+        .find(|name| headers.get_all(*name).iter().nth(1).is_some())
 }
 
 /// Removes hop-by-hop headers from an upstream response (keeping

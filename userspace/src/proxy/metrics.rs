@@ -64,6 +64,15 @@ pub struct UpstreamErrorLabels {
     pub kind: String,
 }
 
+/// A request the proxy answered itself: where the error came from
+/// (`client`, `policy`, `upstream`, `internal`) and its kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProxyErrorLabels {
+    pub entrypoint: String,
+    pub source: &'static str,
+    pub kind: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CertLabels {
     pub entrypoint: String,
@@ -105,6 +114,7 @@ pub struct ProxyMetrics {
     pub open_connections: Family<ConnectionLabels, Gauge>,
     pub tls_handshake_errors: Family<EntrypointOnly, Counter>,
     pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    pub proxy_errors: Family<ProxyErrorLabels, Counter>,
     pub certs_not_after: Family<CertLabels, Gauge>,
     pub cert_reload_failures: Family<EntrypointOnly, Gauge>,
     pub middleware_rejections: Family<RejectionLabels, Counter>,
@@ -135,6 +145,7 @@ impl ProxyMetrics {
             open_connections: Family::default(),
             tls_handshake_errors: Family::default(),
             upstream_errors: Family::default(),
+            proxy_errors: Family::default(),
             certs_not_after: Family::default(),
             cert_reload_failures: Family::default(),
             middleware_rejections: Family::default(),
@@ -188,6 +199,12 @@ impl ProxyMetrics {
             "Requests that failed upstream, by service and kind \
              (no_endpoint, connect, connect_timeout, response_timeout, protocol)",
             metrics.upstream_errors.clone(),
+        );
+        registry.register(
+            "proxy_errors",
+            "Requests the proxy answered itself instead of an upstream, by entrypoint, \
+             source (client, policy, upstream, internal) and kind",
+            metrics.proxy_errors.clone(),
         );
         registry.register(
             "tls_certs_not_after",

@@ -8,6 +8,7 @@ pub mod config;
 pub mod forwarded;
 pub mod metrics;
 pub mod middleware;
+pub mod request;
 pub mod routing;
 pub mod server;
 pub mod tls;
