@@ -4,11 +4,11 @@
 //! Needs CAP_BPF + CAP_NET_ADMIN (root); skips saying so otherwise.
 use std::collections::BTreeMap;
 
-use xdpgate::policy::{compile, Binding, CompiledPolicy, PolicySpec, PortRange};
+use xdpgate::policy::{compile, Binding, CompiledPolicy, PolicySpec, PortRange, Tunnels};
 use xdpgate_common::{Family, Reason};
 use xdpgate_tests::{
-    arp_frame, ethertype_frame, have_bpf_privileges, Ext, Flags, Harness, Packet, L4, XDP_DROP,
-    XDP_PASS,
+    arp_frame, ethertype_frame, have_bpf_privileges, tunnel, Ext, Flags, Harness, Packet, L4,
+    XDP_DROP, XDP_PASS,
 };
 
 const CLOUDFLARE_V4: &str = "198.41.128.7";
@@ -56,6 +56,7 @@ fn spec(strict: bool) -> PolicySpec {
         ],
         deny: vec!["abusers".into()],
         strict,
+        tunnels: Tunnels::Pass,
     }
 }
 
@@ -251,12 +252,12 @@ fn shape_cases() -> Vec<Case> {
             V6,
         ),
         case(
-            "three VLAN tags are not parsed",
+            "three VLAN tags (VIDs 100-102) non-member SYN",
             syn(OUTSIDER_V4, 443)
                 .vlans(&[0x88a8, 0x8100, 0x8100])
                 .build(),
-            PassNotIp,
-            Other,
+            DropNotMemberTcp,
+            V4,
         ),
         // IPv4 options and header length.
         case(
@@ -302,9 +303,9 @@ fn shape_cases() -> Vec<Case> {
             V4,
         ),
         case(
-            "IHL 4 (bad) member",
+            "IHL 4 (bad) member: the kernel drops it, so does the filter",
             with_ihl(syn(CLOUDFLARE_V4, 443).build(), 4),
-            PassMember,
+            DropEvasive,
             V4,
         ),
         // IPv6 extension headers.
@@ -384,9 +385,9 @@ fn shape_cases() -> Vec<Case> {
             V6,
         ),
         case(
-            "v6 chain past the walk bound (9) member",
+            "v6 chain past the walk bound (9) member: its port is not seen",
             syn(CLOUDFLARE_V6, 443).exts(&[Ext::DestOpts; 9]).build(),
-            PassMember,
+            DropEvasive,
             V6,
         ),
         case(
@@ -462,7 +463,7 @@ fn shape_cases() -> Vec<Case> {
                 .l4_truncated(12)
                 .ipv4_fragment(1, false)
                 .build(),
-            PassMember,
+            DropEvasive,
             V4,
         ),
         case(
@@ -676,7 +677,337 @@ fn shape_cases() -> Vec<Case> {
         ),
     ];
     c.extend(truncation_cases());
+    c.extend(priority_tag_cases());
+    c.extend(evasive_per_port_cases());
     c
+}
+
+/// Linux strips any chain of VID-0 (priority) tags, of either TPID, before
+/// IP: the filter walks up to eight tags of any VID and judges what is
+/// inside; a frame tagged deeper is dropped, its source unseen.
+fn priority_tag_cases() -> Vec<Case> {
+    let mut c = Vec::new();
+    for count in 3..=8 {
+        c.push(case(
+            &format!("{count} VID-0 tags v4 non-member SYN"),
+            syn(OUTSIDER_V4, 443).priority_tags(count).build(),
+            DropNotMemberTcp,
+            V4,
+        ));
+        c.push(case(
+            &format!("{count} VID-0 tags v6 non-member SYN"),
+            syn(OUTSIDER_V6, 443).priority_tags(count).build(),
+            DropNotMemberTcp,
+            V6,
+        ));
+        // 802.1ad and 802.1Q alternating, all VID 0.
+        let mixed: Vec<(u16, u16)> = (0..count)
+            .map(|i| (if i % 2 == 0 { 0x88a8 } else { 0x8100 }, 0))
+            .collect();
+        c.push(case(
+            &format!("{count} VID-0 802.1ad/802.1Q tags v4 non-member UDP :8472"),
+            Packet::udp(OUTSIDER_V4, 8472).tags(&mixed).build(),
+            DropNotMemberUdp,
+            V4,
+        ));
+    }
+    c.extend([
+        case(
+            "8 VID-0 tags v4 member SYN",
+            syn(CLOUDFLARE_V4, 443).priority_tags(8).build(),
+            PassMember,
+            V4,
+        ),
+        case(
+            "8 VID-0 tags v6 admin-less node SYN :6443",
+            syn(NODE_V6, 6443).priority_tags(8).build(),
+            PassMember,
+            V6,
+        ),
+        case(
+            "VID 100 then three VID-0 tags non-member SYN",
+            syn(OUTSIDER_V4, 443)
+                .tags(&[(0x8100, 100), (0x8100, 0), (0x88a8, 0), (0x8100, 0)])
+                .build(),
+            DropNotMemberTcp,
+            V4,
+        ),
+        case(
+            "9 VID-0 tags non-member SYN",
+            syn(OUTSIDER_V4, 443).priority_tags(9).build(),
+            DropEvasive,
+            Other,
+        ),
+        case(
+            "9 VID-0 tags member SYN: the source is past the walk",
+            syn(CLOUDFLARE_V4, 443).priority_tags(9).build(),
+            DropEvasive,
+            Other,
+        ),
+        case(
+            "12 VID-0 tags v6 non-member SYN",
+            syn(OUTSIDER_V6, 443).priority_tags(12).build(),
+            DropEvasive,
+            Other,
+        ),
+        case(
+            "0x9100 tag (Linux does not untag it)",
+            syn(OUTSIDER_V4, 443).tags(&[(0x9100, 0)]).build(),
+            PassNotIp,
+            Other,
+        ),
+        case(
+            "4 VID-0 tags denied source",
+            syn(DENIED_V4, 8080).priority_tags(4).build(),
+            DropDeny,
+            V4,
+        ),
+        case(
+            "5 VID-0 tags v4 later fragment",
+            syn(OUTSIDER_V4, 443)
+                .ipv4_fragment(100, false)
+                .priority_tags(5)
+                .build(),
+            PassFragment,
+            V4,
+        ),
+    ]);
+    c
+}
+
+/// Shapes that show the destination port but hide the rest are judged as a
+/// connection attempt to that port: a member of one set never reaches a
+/// port bound to another. Shapes that hide the port are dropped from
+/// everyone.
+fn evasive_per_port_cases() -> Vec<Case> {
+    let tiny_tcp = |src: &str, port: u16| {
+        syn(src, port)
+            .l4_truncated(8)
+            .ipv4_fragment(0, true)
+            .build()
+    };
+    let tiny_tcp_v6 = |src: &str, port: u16| {
+        syn(src, port)
+            .l4_truncated(8)
+            .exts(&[Ext::Fragment {
+                offset: 0,
+                more: true,
+            }])
+            .build()
+    };
+    let tiny_udp = |src: &str, port: u16| {
+        Packet::udp(src, port)
+            .l4_truncated(4)
+            .ipv4_fragment(0, true)
+            .build()
+    };
+    let deep_chain = |src: &str, port: u16| syn(src, port).exts(&[Ext::DestOpts; 9]).build();
+    vec![
+        case(
+            "admin tiny first fragment :443",
+            tiny_tcp(ADMIN_V4, 443),
+            DropEvasive,
+            V4,
+        ),
+        case(
+            "admin tiny first fragment :6443",
+            tiny_tcp(ADMIN_V4, 6443),
+            DropEvasive,
+            V4,
+        ),
+        case(
+            "admin tiny first fragment :22 (its port)",
+            tiny_tcp(ADMIN_V4, 22),
+            PassMember,
+            V4,
+        ),
+        case(
+            "cloudflare tiny first fragment :22",
+            tiny_tcp(CLOUDFLARE_V4, 22),
+            DropEvasive,
+            V4,
+        ),
+        case(
+            "node tiny first fragment :443",
+            tiny_tcp(NODE_V4, 443),
+            DropEvasive,
+            V4,
+        ),
+        case(
+            "non-member tiny first fragment :8080 (unbound)",
+            tiny_tcp(OUTSIDER_V4, 8080),
+            PassUnboundPort,
+            V4,
+        ),
+        case(
+            "admin tiny UDP first fragment :8472",
+            tiny_udp(ADMIN_V4, 8472),
+            DropEvasive,
+            V4,
+        ),
+        case(
+            "node tiny UDP first fragment :8472 (its port)",
+            tiny_udp(NODE_V4, 8472),
+            PassMember,
+            V4,
+        ),
+        case(
+            "v6 node tiny first fragment :443",
+            tiny_tcp_v6(NODE_V6, 443),
+            DropEvasive,
+            V6,
+        ),
+        case(
+            "v6 node tiny first fragment :6443 (its port)",
+            tiny_tcp_v6(NODE_V6, 6443),
+            PassMember,
+            V6,
+        ),
+        case(
+            "v6 cloudflare tiny first fragment :6443",
+            tiny_tcp_v6(CLOUDFLARE_V6, 6443),
+            DropEvasive,
+            V6,
+        ),
+        case(
+            "mapped admin tiny first fragment :443",
+            tiny_tcp_v6("::ffff:203.0.113.9", 443),
+            DropEvasive,
+            V6,
+        ),
+        case(
+            "cloudflare first fragment with 2 TCP bytes (no port)",
+            syn(CLOUDFLARE_V4, 443)
+                .l4_truncated(2)
+                .ipv4_fragment(0, true)
+                .build(),
+            DropEvasive,
+            V4,
+        ),
+        case(
+            "node first fragment with 3 UDP bytes (no port)",
+            Packet::udp(NODE_V4, 8472)
+                .l4_truncated(3)
+                .ipv4_fragment(0, true)
+                .build(),
+            DropEvasive,
+            V4,
+        ),
+        case(
+            "node v6 chain past the walk bound :8472",
+            Packet::udp(NODE_V6, 8472).exts(&[Ext::HopByHop; 9]).build(),
+            DropEvasive,
+            V6,
+        ),
+        case(
+            "node v6 chain past the walk bound :6443",
+            deep_chain(NODE_V6, 6443),
+            DropEvasive,
+            V6,
+        ),
+        case(
+            "v6 TCP fragment at offset 8 bytes member",
+            syn(CLOUDFLARE_V6, 443)
+                .l4_truncated(12)
+                .exts(&[Ext::Fragment {
+                    offset: 1,
+                    more: false,
+                }])
+                .build(),
+            DropEvasive,
+            V6,
+        ),
+        case(
+            "v6 UDP fragment at offset 8 bytes",
+            Packet::udp(OUTSIDER_V6, 8472)
+                .payload(16)
+                .exts(&[Ext::Fragment {
+                    offset: 1,
+                    more: false,
+                }])
+                .build(),
+            PassFragment,
+            V6,
+        ),
+        case(
+            "v6 first fragment whose options push TCP into the next fragment",
+            syn(NODE_V6, 443)
+                .l4_truncated(0)
+                .exts(&[
+                    Ext::Fragment {
+                        offset: 0,
+                        more: true,
+                    },
+                    Ext::DestOpts,
+                ])
+                .build(),
+            DropEvasive,
+            V6,
+        ),
+        case(
+            "admin SYN :443 whose IP length ends 8 bytes into TCP",
+            with_ip_total_len(syn(ADMIN_V4, 443).build(), 28),
+            DropEvasive,
+            V4,
+        ),
+        case(
+            "admin SYN :22 whose IP length ends 8 bytes into TCP",
+            with_ip_total_len(syn(ADMIN_V4, 22).build(), 28),
+            PassMember,
+            V4,
+        ),
+        case(
+            "cloudflare SYN with IP total length below the header",
+            with_ip_total_len(syn(CLOUDFLARE_V4, 443).build(), 16),
+            DropEvasive,
+            V4,
+        ),
+        case(
+            "cloudflare SYN with IP version 6 in an IPv4 frame",
+            with_ip_version(syn(CLOUDFLARE_V4, 443).build(), 6),
+            DropEvasive,
+            V4,
+        ),
+        case(
+            "cloudflare SYN with IP version 4 in an IPv6 frame",
+            with_ip_version(syn(CLOUDFLARE_V6, 443).build(), 4),
+            DropEvasive,
+            V6,
+        ),
+        case(
+            "node SYN :6443 with 4 VID-0 tags and a tiny fragment",
+            syn(NODE_V4, 6443)
+                .l4_truncated(8)
+                .ipv4_fragment(0, true)
+                .priority_tags(4)
+                .build(),
+            PassMember,
+            V4,
+        ),
+        case(
+            "admin SYN :443 with 4 VID-0 tags and a tiny fragment",
+            syn(ADMIN_V4, 443)
+                .l4_truncated(8)
+                .ipv4_fragment(0, true)
+                .priority_tags(4)
+                .build(),
+            DropEvasive,
+            V4,
+        ),
+    ]
+}
+
+/// Sets the IPv4 total length of an untagged frame (the checksum is left
+/// stale: the filter does not check it, the kernel does).
+fn with_ip_total_len(mut frame: Vec<u8>, len: u16) -> Vec<u8> {
+    frame[16..18].copy_from_slice(&len.to_be_bytes());
+    frame
+}
+
+/// Sets the version nibble of the IP header of an untagged frame.
+fn with_ip_version(mut frame: Vec<u8>, version: u8) -> Vec<u8> {
+    frame[14] = (frame[14] & 0x0f) | (version << 4);
+    frame
 }
 
 /// Sets the IHL nibble of the IPv4 header in an untagged frame.
@@ -733,6 +1064,194 @@ fn every_packet_shape_gets_its_verdict_and_counter() {
     assert!(cases.len() >= 40, "the matrix keeps at least 40 cases");
     let mut harness = Harness::with_policy(&policy(false));
     run_cases(&mut harness, cases);
+}
+
+#[test]
+fn tunnels_pass_by_default() {
+    if !have_bpf_privileges("tunnels_pass_by_default") {
+        return;
+    }
+    let mut harness = Harness::with_policy(&policy(false));
+    run_cases(
+        &mut harness,
+        vec![
+            case(
+                "default: IPIP from a non-member",
+                tunnel(OUTSIDER_V4, 4).build(),
+                PassOtherProtocol,
+                V4,
+            ),
+            case(
+                "default: GRE from a non-member",
+                tunnel(OUTSIDER_V6, 47).build(),
+                PassOtherProtocol,
+                V6,
+            ),
+            case(
+                "default: VXLAN :4789 from a non-member",
+                Packet::udp(OUTSIDER_V4, 4789).payload(58).build(),
+                PassUnboundPort,
+                V4,
+            ),
+        ],
+    );
+}
+
+fn tunnel_cases(from_nodes: bool) -> Vec<Case> {
+    let nodes_tunnel = if from_nodes { PassMember } else { DropTunnel };
+    let nodes_udp = if from_nodes {
+        PassMember
+    } else {
+        DropNotMemberUdp
+    };
+    let mut c = Vec::new();
+    for (name, protocol) in [
+        ("IPIP", 4),
+        ("SIT/6in4", 41),
+        ("GRE", 47),
+        ("EtherIP", 97),
+        ("L2TPv3", 115),
+        ("MPLS-in-IP", 137),
+    ] {
+        c.push(case(
+            &format!("v4 {name} from a non-member"),
+            tunnel(OUTSIDER_V4, protocol).build(),
+            DropTunnel,
+            V4,
+        ));
+        c.push(case(
+            &format!("v6 {name} from a non-member"),
+            tunnel(OUTSIDER_V6, protocol).build(),
+            DropTunnel,
+            V6,
+        ));
+        c.push(case(
+            &format!("v4 {name} from an admin (not a tunnel set)"),
+            tunnel(ADMIN_V4, protocol).build(),
+            DropTunnel,
+            V4,
+        ));
+        c.push(case(
+            &format!("v4 {name} from a node"),
+            tunnel(NODE_V4, protocol).build(),
+            nodes_tunnel,
+            V4,
+        ));
+    }
+    c.extend([
+        case(
+            "v6 GRE after a destination-options header from a non-member",
+            tunnel(OUTSIDER_V6, 47).exts(&[Ext::DestOpts]).build(),
+            DropTunnel,
+            V6,
+        ),
+        case(
+            "v6 IPv4-in-IPv6 from a node",
+            tunnel(NODE_V6, 4).build(),
+            nodes_tunnel,
+            V6,
+        ),
+        case(
+            "IPIP behind 5 VID-0 tags from a non-member",
+            tunnel(OUTSIDER_V4, 4).priority_tags(5).build(),
+            DropTunnel,
+            V4,
+        ),
+        case(
+            "IPIP from a denied source",
+            tunnel(DENIED_V4, 4).build(),
+            DropDeny,
+            V4,
+        ),
+        case(
+            "ICMP from a non-member is no tunnel",
+            Packet::new(
+                OUTSIDER_V4,
+                L4::Other {
+                    protocol: 1,
+                    bytes: vec![8, 0, 0, 0, 0, 1, 0, 1],
+                },
+            )
+            .build(),
+            PassOtherProtocol,
+            V4,
+        ),
+        case(
+            "ESP from a non-member is no tunnel anyone can open",
+            tunnel(OUTSIDER_V4, 50).build(),
+            PassOtherProtocol,
+            V4,
+        ),
+        case(
+            "VXLAN :4789 from a non-member",
+            Packet::udp(OUTSIDER_V4, 4789).payload(58).build(),
+            DropNotMemberUdp,
+            V4,
+        ),
+        case(
+            "Geneve :6081 from an admin",
+            Packet::udp(ADMIN_V4, 6081).payload(58).build(),
+            DropNotMemberUdp,
+            V4,
+        ),
+        case(
+            "VXLAN :4789 from a node",
+            Packet::udp(NODE_V4, 4789).payload(58).build(),
+            nodes_udp,
+            V4,
+        ),
+        case(
+            "v6 GUE :6080 from a node",
+            Packet::udp(NODE_V6, 6080).payload(58).build(),
+            nodes_udp,
+            V6,
+        ),
+        case(
+            "tiny VXLAN first fragment from an admin",
+            Packet::udp(ADMIN_V4, 4789)
+                .l4_truncated(4)
+                .ipv4_fragment(0, true)
+                .build(),
+            DropEvasive,
+            V4,
+        ),
+        // 8472 is bound to nodes by a rule: the rule still holds.
+        case(
+            "flannel VXLAN :8472 from a node",
+            Packet::udp(NODE_V4, 8472).payload(58).build(),
+            PassMember,
+            V4,
+        ),
+        case(
+            "TCP :4789 is no tunnel port",
+            syn(OUTSIDER_V4, 4789).build(),
+            PassUnboundPort,
+            V4,
+        ),
+    ]);
+    c
+}
+
+#[test]
+fn tunnels_from_nodes_drop_every_tunnel_shape_from_everyone_else() {
+    if !have_bpf_privileges("tunnels_from_nodes_drop_every_tunnel_shape_from_everyone_else") {
+        return;
+    }
+    let mut spec = spec(false);
+    spec.tunnels = Tunnels::From(vec!["nodes".into()]);
+    let mut harness = Harness::with_policy(&compile(&spec).unwrap());
+    run_cases(&mut harness, tunnel_cases(true));
+}
+
+#[test]
+fn tunnels_drop_drops_every_tunnel_shape_from_everyone() {
+    if !have_bpf_privileges("tunnels_drop_drops_every_tunnel_shape_from_everyone") {
+        return;
+    }
+    let mut spec = spec(false);
+    spec.tunnels = Tunnels::From(vec![]);
+    let mut harness = Harness::with_policy(&compile(&spec).unwrap());
+    run_cases(&mut harness, tunnel_cases(false));
 }
 
 #[test]

@@ -132,8 +132,12 @@ impl Baseline {
         Baseline { ebpf }
     }
 
+    fn program(&mut self, name: &str) -> &mut Xdp {
+        self.ebpf.program_mut(name).unwrap().try_into().unwrap()
+    }
+
     fn time(&mut self, program: &str, frame: &[u8], repeat: u32) -> f64 {
-        let program: &mut Xdp = self.ebpf.program_mut(program).unwrap().try_into().unwrap();
+        let program = self.program(program);
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
         opts.repeat = repeat;
@@ -143,6 +147,46 @@ impl Baseline {
             .duration
             .as_nanos() as f64
     }
+}
+
+/// The size of a loaded program as `bpftool prog show` reports it: the
+/// verifier's output (`xlated`, in 8-byte instruction slots, the count
+/// `bpftool prog dump xlated` lists) and the JIT's (bytes of machine code).
+/// The program is pinned for bpftool to find it, and unpinned again.
+fn program_size(name: &str, program: &mut Xdp) -> Option<(u64, u64)> {
+    let pin = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/xdpgate-bench-{}-{name}",
+        std::process::id()
+    ));
+    if let Err(e) = program.pin(&pin) {
+        println!(
+            "bench xdp: cannot pin {name} at {} for bpftool: {e}",
+            pin.display()
+        );
+        return None;
+    }
+    let output = std::process::Command::new("bpftool")
+        .args(["--json", "prog", "show", "pinned"])
+        .arg(&pin)
+        .output();
+    let _ = std::fs::remove_file(&pin);
+    let output = match output {
+        Ok(o) if o.status.success() => o,
+        Ok(o) => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            println!("bench xdp: bpftool prog show {name} failed: {}", err.trim());
+            return None;
+        }
+        Err(e) => {
+            println!("bench xdp: cannot run bpftool ({e}); instruction counts left out");
+            return None;
+        }
+    };
+    let info: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+    Some((
+        info["bytes_xlated"].as_u64()? / 8,
+        info["bytes_jited"].as_u64()?,
+    ))
 }
 
 const COLUMNS: [&str; 5] = [
@@ -175,6 +219,27 @@ fn main() {
         args.rounds
     );
 
+    let mut sizes = Vec::new();
+    for (name, size) in [
+        (
+            "xdpgate",
+            program_size("xdpgate", xdpgate_cf.filter.program()),
+        ),
+        (
+            "baseline_minimal",
+            program_size("baseline_minimal", baseline_cf.program("baseline_minimal")),
+        ),
+    ] {
+        if let Some((xlated, jited)) = size {
+            println!("bench xdp: {name}: {xlated} xlated instructions, {jited} bytes jited");
+            sizes.push(vec![
+                serde_json::json!(name),
+                serde_json::json!(xlated),
+                serde_json::json!(jited),
+            ]);
+        }
+    }
+
     let out4 = outsider(&bulk, false);
     let out6 = outsider(&bulk, true);
     let member4 = "104.16.0.1";
@@ -203,6 +268,17 @@ fn main() {
         (
             "v4 802.1Q non-member SYN (drop)",
             Packet::tcp(&out4, 443, Flags::Syn).vlans(&[0x8100]).build(),
+        ),
+        (
+            "v4 4 VID-0 tags non-member SYN (drop)",
+            Packet::tcp(&out4, 443, Flags::Syn).priority_tags(4).build(),
+        ),
+        (
+            "v4 tiny first fragment non-member (drop)",
+            Packet::tcp(&out4, 443, Flags::Syn)
+                .l4_truncated(8)
+                .ipv4_fragment(0, true)
+                .build(),
         ),
         (
             "v4 IHL 15 non-member SYN (drop)",
@@ -306,6 +382,13 @@ fn main() {
     columns.extend(["xdpgate/minimal (cf)", "xdpgate/minimal (100k)"]);
     report.table("Median ns per packet", &columns, rows);
     let shape_names: Vec<String> = shapes.iter().map(|(n, _)| n.to_string()).collect();
+    if !sizes.is_empty() {
+        report.table(
+            "Program size (bpftool prog show)",
+            &["program", "xlated instructions", "jited bytes"],
+            sizes,
+        );
+    }
     report.plot(
         "xdp-ns-per-packet.png",
         "XDP per-packet cost (BPF_PROG_TEST_RUN, median)",

@@ -86,8 +86,8 @@ pub enum Ext {
 /// A test frame, described by its shape and built with `etherparse`.
 #[derive(Clone, Debug)]
 pub struct Packet {
-    /// VLAN tag protocol identifiers, outermost first (0x8100 or 0x88a8).
-    pub vlans: Vec<u16>,
+    /// VLAN tags as (tag protocol identifier, VLAN id), outermost first.
+    pub vlans: Vec<(u16, u16)>,
     pub src: IpAddr,
     pub dst: IpAddr,
     /// IPv4 options (a multiple of 4 bytes, up to 40).
@@ -126,9 +126,25 @@ impl Packet {
             l4_truncate: None,
         }
     }
+    /// VLAN tags with these protocol identifiers, outermost first, with
+    /// VLAN ids 100, 101...
     pub fn vlans(mut self, tpids: &[u16]) -> Self {
-        self.vlans = tpids.to_vec();
+        self.vlans = tpids
+            .iter()
+            .enumerate()
+            .map(|(i, tpid)| (*tpid, 100 + i as u16))
+            .collect();
         self
+    }
+    /// VLAN tags given as (protocol identifier, VLAN id), outermost first.
+    pub fn tags(mut self, tags: &[(u16, u16)]) -> Self {
+        self.vlans = tags.to_vec();
+        self
+    }
+    /// `count` priority tags (802.1Q, VLAN id 0), the kind Linux strips
+    /// before IP however many there are.
+    pub fn priority_tags(self, count: usize) -> Self {
+        self.tags(&vec![(0x8100, 0); count])
     }
     pub fn ipv4_options(mut self, words: usize) -> Self {
         // NOP options (type 1), one byte each, padded to whole words.
@@ -246,23 +262,27 @@ impl Packet {
             _ => panic!("source and destination families differ"),
         };
         let mut frame = Vec::new();
-        let first_type = self.vlans.first().map(|t| EtherType(*t)).unwrap_or(ip_type);
+        let first_type = self
+            .vlans
+            .first()
+            .map(|(t, _)| EtherType(*t))
+            .unwrap_or(ip_type);
         let eth = Ethernet2Header {
             source: [0x02, 0, 0, 0, 0, 1],
             destination: [0x02, 0, 0, 0, 0, 2],
             ether_type: first_type,
         };
         frame.extend_from_slice(&eth.to_bytes());
-        for (i, _) in self.vlans.iter().enumerate() {
+        for (i, (_, vid)) in self.vlans.iter().enumerate() {
             let inner = self
                 .vlans
                 .get(i + 1)
-                .map(|t| EtherType(*t))
+                .map(|(t, _)| EtherType(*t))
                 .unwrap_or(ip_type);
             let tag = SingleVlanHeader {
                 pcp: VlanPcp::ZERO,
                 drop_eligible_indicator: false,
-                vlan_id: VlanId::try_new(100 + i as u16).expect("vlan id"),
+                vlan_id: VlanId::try_new(*vid).expect("vlan id"),
                 ether_type: inner,
             };
             frame.extend_from_slice(&tag.to_bytes());
@@ -297,6 +317,27 @@ fn ext_bytes(ext: Ext, next: IpNumber) -> (IpNumber, Vec<u8>) {
             )
         }
     }
+}
+
+/// The bytes of a minimal IPv4 header (protocol TCP, 192.0.2.66 to
+/// 192.0.2.1), to carry inside a tunnel.
+pub fn inner_ipv4_header() -> Vec<u8> {
+    let ip = Ipv4Header::new(20, 64, IpNumber::TCP, [192, 0, 2, 66], [192, 0, 2, 1])
+        .expect("inner ipv4 header");
+    ip.to_bytes().to_vec()
+}
+
+/// A packet of IP protocol (or IPv6 next header) `protocol` from `src`,
+/// carrying a minimal inner IPv4 header: IPIP, SIT, GRE and the like as the
+/// filter sees them.
+pub fn tunnel(src: &str, protocol: u8) -> Packet {
+    Packet::new(
+        src,
+        L4::Other {
+            protocol,
+            bytes: inner_ipv4_header(),
+        },
+    )
 }
 
 /// An ARP request frame.

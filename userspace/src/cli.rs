@@ -381,11 +381,13 @@ fn status(locations: &Locations, json: bool) -> Result<Exit> {
     } else {
         Exit::Degraded
     };
+    let warnings = tunnel_warnings(&links, daemon.as_ref().map(|(s, _)| s));
 
     if json {
         print_json(&json!({
             "healthy": problems.is_empty(),
             "problems": problems,
+            "warnings": warnings,
             "kernel": {
                 "armed": control.armed(),
                 "generation": control.generation,
@@ -473,8 +475,36 @@ fn status(locations: &Locations, json: bool) -> Result<Exit> {
     for problem in &problems {
         out.push_str(&format!("problem: {problem}\n"));
     }
+    for warning in &warnings {
+        out.push_str(&format!("warning: {warning}\n"));
+    }
     let _ = std::io::stdout().write_all(out.as_bytes());
     Ok(exit)
+}
+
+/// Warnings about tunnel devices beside the interfaces the filter is
+/// attached to. They do not make the status degraded: a tunnel device may be
+/// exactly what the operator wants (flannel's VXLAN, Calico's IPIP).
+fn tunnel_warnings(
+    links: &[filter::pins::LinkState],
+    daemon: Option<&DaemonStatus>,
+) -> Vec<String> {
+    let interfaces: Vec<String> = links
+        .iter()
+        .filter(|l| l.live)
+        .map(|l| l.interface.clone())
+        .collect();
+    if interfaces.is_empty() {
+        return Vec::new();
+    }
+    let tunnels = daemon
+        .map(|s| s.policy.tunnels.as_str())
+        .filter(|t| !t.is_empty())
+        .unwrap_or("pass");
+    match crate::status::tunnel_devices() {
+        Ok(devices) => crate::status::tunnel_warnings(&devices, &interfaces, tunnels),
+        Err(why) => vec![format!("tunnel devices not checked: {why}")],
+    }
 }
 
 async fn stats(locations: &Locations, watch: bool, interval: f64, json: bool) -> Result<Exit> {

@@ -554,6 +554,7 @@ impl Daemon {
                 self.shared.update(&self.state_dir, |s| {
                     s.policy.generation = generation;
                     s.policy.set_names = compiled.set_names.clone();
+                    s.policy.tunnels = crate::status::describe_tunnels(&spec.tunnels);
                     s.policy.applied_at = unix_now();
                     s.policy.last_error = None;
                 });

@@ -474,6 +474,7 @@ mod tests {
                 applied_at: 1_700_000_100,
                 last_error: Some("cannot read /etc/xdpgate/secret".into()),
                 refused: 2,
+                tunnels: "pass".into(),
             },
             sets: vec![
                 SetStatus {

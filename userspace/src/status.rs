@@ -12,6 +12,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use crate::policy::Tunnels;
+
 /// The file name of the status snapshot inside the state directory.
 pub const STATUS_FILE: &str = "status.json";
 
@@ -87,6 +89,10 @@ pub struct PolicyStatus {
     pub last_error: Option<String>,
     /// Policies refused (compile or apply errors) since the daemon started.
     pub refused: u64,
+    /// Who may send tunnels under the policy in force: `pass` (not
+    /// filtered), `drop`, or `from a, b` (see [`describe_tunnels`]).
+    #[serde(default)]
+    pub tunnels: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -170,5 +176,167 @@ impl DaemonStatus {
                 format!("{}: {e}", path.display()),
             )
         })
+    }
+}
+
+/// `pass`, `drop` or `from a, b`: the policy's tunnel rule in a word or two.
+pub fn describe_tunnels(tunnels: &Tunnels) -> String {
+    match tunnels {
+        Tunnels::Pass => "pass".to_string(),
+        Tunnels::From(sets) if sets.is_empty() => "drop".to_string(),
+        Tunnels::From(sets) => format!("from {}", sets.join(", ")),
+    }
+}
+
+/// Link kinds (`ip -d link`'s `info_kind`) that decapsulate packets arriving
+/// on another interface: IP-in-IP, GRE, SIT and the UDP encapsulations. Their
+/// inner packets enter the host through the tunnel device, where the filter
+/// is not attached. WireGuard and IPsec interfaces are left out: they take
+/// only packets from authenticated peers.
+pub const TUNNEL_KINDS: &[&str] = &[
+    "ipip",
+    "sit",
+    "ip6tnl",
+    "gre",
+    "gretap",
+    "erspan",
+    "ip6gre",
+    "ip6gretap",
+    "ip6erspan",
+    "vxlan",
+    "geneve",
+    "bareudp",
+    "gtp",
+    "l2tp",
+];
+
+/// A network device that decapsulates tunnels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TunnelDevice {
+    pub name: String,
+    pub kind: String,
+}
+
+/// The tunnel devices of the current network namespace, from
+/// `ip -details -json link show`. `Err` says why they could not be listed.
+pub fn tunnel_devices() -> Result<Vec<TunnelDevice>, String> {
+    let output = std::process::Command::new("ip")
+        .args(["-details", "-json", "link", "show"])
+        .output()
+        .map_err(|e| format!("cannot run `ip -details -json link show`: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "`ip -details -json link show` failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    parse_tunnel_devices(&output.stdout)
+}
+
+/// The tunnel devices in the JSON `ip -details -json link show` prints.
+pub fn parse_tunnel_devices(json: &[u8]) -> Result<Vec<TunnelDevice>, String> {
+    let links: Vec<serde_json::Value> = serde_json::from_slice(json)
+        .map_err(|e| format!("`ip -details -json link show` printed no list of links: {e}"))?;
+    Ok(links
+        .iter()
+        .filter_map(|link| {
+            let kind = link["linkinfo"]["info_kind"].as_str()?;
+            let name = link["ifname"].as_str()?;
+            TUNNEL_KINDS.contains(&kind).then(|| TunnelDevice {
+                name: name.to_string(),
+                kind: kind.to_string(),
+            })
+        })
+        .collect())
+}
+
+/// What `xdpgate status` says about tunnel devices beside the filtered
+/// `interfaces`, given the policy's tunnel rule ([`describe_tunnels`]).
+pub fn tunnel_warnings(
+    devices: &[TunnelDevice],
+    interfaces: &[String],
+    tunnels: &str,
+) -> Vec<String> {
+    if interfaces.is_empty() {
+        return Vec::new();
+    }
+    let beside = interfaces.join(", ");
+    devices
+        .iter()
+        .filter(|d| !interfaces.contains(&d.name))
+        .map(|d| {
+            let rule = match tunnels {
+                "drop" => "filter.tunnels is `drop`: tunnel packets are dropped on the filtered \
+                           interfaces, so nothing reaches it through them"
+                    .to_string(),
+                t if t.starts_with("from ") => format!(
+                    "filter.tunnels lets only members of {} send tunnels; what they send \
+                     through it is not judged",
+                    &t[5..]
+                ),
+                _ => "tunnels are not filtered (filter.tunnels: pass): any source that reaches \
+                      it can send packets to any port of this host that the filter never judges; \
+                      set filter.tunnels to `drop` or `{ from: [sets] }`"
+                    .to_string(),
+            };
+            format!(
+                "tunnel device {} ({}) beside the filtered interface(s) {beside}: {rule}",
+                d.name, d.kind
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IP_LINK: &str = r#"[
+        {"ifindex":1,"ifname":"lo","linkinfo":null},
+        {"ifindex":2,"ifname":"eth0"},
+        {"ifindex":3,"ifname":"tunl0","linkinfo":{"info_kind":"ipip","info_data":{}}},
+        {"ifindex":4,"ifname":"flannel.1","linkinfo":{"info_kind":"vxlan"}},
+        {"ifindex":5,"ifname":"wg0","linkinfo":{"info_kind":"wireguard"}},
+        {"ifindex":6,"ifname":"veth1","linkinfo":{"info_kind":"veth"}}
+    ]"#;
+
+    #[test]
+    fn tunnel_devices_are_found_by_kind_and_authenticated_ones_left_out() {
+        let devices = parse_tunnel_devices(IP_LINK.as_bytes()).unwrap();
+        let names: Vec<&str> = devices.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["tunl0", "flannel.1"]);
+        assert_eq!(devices[0].kind, "ipip");
+    }
+
+    #[test]
+    fn unparsable_ip_output_is_an_error_saying_so() {
+        let err = parse_tunnel_devices(b"not json").unwrap_err();
+        assert!(err.contains("ip -details -json link show"), "{err}");
+    }
+
+    #[test]
+    fn the_warning_names_the_device_and_what_the_policy_does_about_it() {
+        let devices = parse_tunnel_devices(IP_LINK.as_bytes()).unwrap();
+        let eth0 = vec!["eth0".to_string()];
+        let open = tunnel_warnings(&devices, &eth0, "pass");
+        assert_eq!(open.len(), 2);
+        assert!(open[0].contains("tunl0 (ipip)") && open[0].contains("eth0"));
+        assert!(open[0].contains("not filtered"), "{}", open[0]);
+        let from = tunnel_warnings(&devices, &eth0, "from nodes");
+        assert!(from[1].contains("only members of nodes"), "{}", from[1]);
+        let dropped = tunnel_warnings(&devices, &eth0, "drop");
+        assert!(dropped[0].contains("dropped"), "{}", dropped[0]);
+        // Nothing filtered, nothing to warn beside.
+        assert!(tunnel_warnings(&devices, &[], "pass").is_empty());
+    }
+
+    #[test]
+    fn the_tunnel_rule_is_described_in_a_word_or_two() {
+        assert_eq!(describe_tunnels(&Tunnels::Pass), "pass");
+        assert_eq!(describe_tunnels(&Tunnels::From(vec![])), "drop");
+        assert_eq!(
+            describe_tunnels(&Tunnels::From(vec!["nodes".into(), "peers".into()])),
+            "from nodes, peers"
+        );
     }
 }

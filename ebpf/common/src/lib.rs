@@ -9,7 +9,7 @@
 
 /// Bumped whenever a map's layout or meaning changes. Userspace refuses to adopt
 /// pinned maps written under another version.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// One bit per named address set. The policy compiler rejects more sets than this.
 pub type SetMask = u64;
@@ -27,18 +27,54 @@ pub const LPM_MAX_ENTRIES: u32 = 1 << 20;
 /// How many IPv6 extension headers the program walks before it gives up and
 /// treats the packet as evasive.
 pub const MAX_IPV6_EXT_HEADERS: u32 = 8;
+/// How many VLAN tags (802.1Q `0x8100` or 802.1ad `0x88a8`, any VID) the
+/// program walks. Linux strips any chain of VID-0 tags before IP, so a frame
+/// still tagged past this bound is evasive.
+pub const MAX_VLAN_TAGS: u32 = 8;
+
+/// IP protocols that carry another packet the host may decapsulate
+/// (IPIP, IPv6-in-IP/SIT, GRE, EtherIP, L2TPv3, MPLS-in-IP). With
+/// [`OPT_FILTER_TUNNELS`] only members of [`SlotOptions::tunnel_mask`] may
+/// send them; the same numbers serve as IPv6 next headers.
+pub const TUNNEL_PROTOCOLS: [u8; 6] = [4, 41, 47, 97, 115, 137];
+/// UDP ports of well-known encapsulations (L2TP 1701, GTP-U 2152, GUE 6080,
+/// Geneve 6081, MPLS-in-UDP 6635, VXLAN 4789 and 4790 (GPE), and 8472, the
+/// Linux default VXLAN port flannel uses). With tunnels filtered the compiler
+/// binds those of them no rule binds to the tunnel sets.
+pub const TUNNEL_UDP_PORTS: [u16; 8] = [1701, 2152, 4789, 4790, 6080, 6081, 6635, 8472];
+
+/// The one list of map names: `CONSTANT = "name in the object"`. Both sides
+/// are generated from it, so they cannot drift apart: [`maps`] holds the
+/// names as constants for userspace, and the XDP program passes a macro of
+/// its own here to declare each map with its name
+/// (`xdpgate_common::map_names!(declare_maps)`).
+#[macro_export]
+macro_rules! map_names {
+    ($with:ident) => {
+        $with! {
+            CONTROL = "XDPGATE_CONTROL";
+            SLOT_OPTIONS = "XDPGATE_SLOT_OPTIONS";
+            TCP_PORTS = "XDPGATE_TCP_PORTS";
+            UDP_PORTS = "XDPGATE_UDP_PORTS";
+            V4_SLOT0 = "XDPGATE_V4_SLOT0";
+            V4_SLOT1 = "XDPGATE_V4_SLOT1";
+            V6_SLOT0 = "XDPGATE_V6_SLOT0";
+            V6_SLOT1 = "XDPGATE_V6_SLOT1";
+            COUNTERS = "XDPGATE_COUNTERS";
+        }
+    };
+}
 
 /// Map names as they appear in the object file and under the pin directory.
 pub mod maps {
-    pub const CONTROL: &str = "XDPGATE_CONTROL";
-    pub const SLOT_OPTIONS: &str = "XDPGATE_SLOT_OPTIONS";
-    pub const TCP_PORTS: &str = "XDPGATE_TCP_PORTS";
-    pub const UDP_PORTS: &str = "XDPGATE_UDP_PORTS";
-    pub const V4_SLOT0: &str = "XDPGATE_V4_SLOT0";
-    pub const V4_SLOT1: &str = "XDPGATE_V4_SLOT1";
-    pub const V6_SLOT0: &str = "XDPGATE_V6_SLOT0";
-    pub const V6_SLOT1: &str = "XDPGATE_V6_SLOT1";
-    pub const COUNTERS: &str = "XDPGATE_COUNTERS";
+    macro_rules! constants {
+        ($($constant:ident = $name:literal;)*) => {
+            $(pub const $constant: &str = $name;)*
+            /// Every map of the program.
+            pub const ALL: &[&str] = &[$($name),*];
+        };
+    }
+    map_names!(constants);
     /// Name of the XDP program function in the object.
     pub const PROGRAM: &str = "xdpgate";
 }
@@ -79,6 +115,9 @@ impl Control {
 /// [`SlotOptions::flags`] bit: drop every TCP segment (not just SYNs) from
 /// non-members to bound ports.
 pub const OPT_STRICT: u32 = 1 << 0;
+/// [`SlotOptions::flags`] bit: drop [`TUNNEL_PROTOCOLS`] from sources outside
+/// [`SlotOptions::tunnel_mask`].
+pub const OPT_FILTER_TUNNELS: u32 = 1 << 1;
 
 /// Per-slot policy options, the part of a policy that is not a port or a prefix.
 #[repr(C)]
@@ -86,10 +125,10 @@ pub const OPT_STRICT: u32 = 1 << 0;
 pub struct SlotOptions {
     /// Sets whose members are dropped on every port.
     pub deny_mask: SetMask,
-    /// Union of the sets bound to any port: membership here lets a packet whose
-    /// transport header cannot be judged pass instead of being dropped as evasive.
-    pub allow_mask: SetMask,
-    /// [`OPT_STRICT`].
+    /// Sets whose members may send [`TUNNEL_PROTOCOLS`] when
+    /// [`OPT_FILTER_TUNNELS`] is set (zero: nobody may).
+    pub tunnel_mask: SetMask,
+    /// [`OPT_STRICT`] | [`OPT_FILTER_TUNNELS`].
     pub flags: u32,
     pub _pad: u32,
 }
@@ -140,7 +179,9 @@ pub enum Reason {
     PassFragment = 5,
     /// The IP header itself is truncated; the kernel's own checks discard it.
     PassUnparsed = 6,
-    /// Transport protocol other than TCP and UDP (ICMP, ESP, ...).
+    /// Transport protocol other than TCP and UDP (ICMP, ESP, ...), or a
+    /// tunnel protocol while tunnels are not filtered (or from a tunnel set:
+    /// that is `member`).
     PassOtherProtocol = 7,
     /// TCP connection attempt to a bound port from a non-member.
     DropNotMemberTcp = 8,
@@ -148,14 +189,19 @@ pub enum Reason {
     DropNotMemberUdp = 9,
     /// Source is in a deny set.
     DropDeny = 10,
-    /// The transport header cannot be located or read far enough to judge the
-    /// packet, and the source is in no allow set.
+    /// A shape that hides what it carries: the destination port cannot be
+    /// read (dropped from every source), or it can but the rest of the
+    /// transport header cannot (judged as a connection attempt to that port,
+    /// and the source is in no set bound to it).
     DropEvasive = 11,
+    /// A tunnel protocol from a source outside the tunnel sets, with tunnels
+    /// filtered.
+    DropTunnel = 12,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 12;
-    pub const ALL: [Reason; 12] = [
+    pub const COUNT: u32 = 13;
+    pub const ALL: [Reason; 13] = [
         Reason::PassNotIp,
         Reason::PassUnarmed,
         Reason::PassUnboundPort,
@@ -168,6 +214,7 @@ impl Reason {
         Reason::DropNotMemberUdp,
         Reason::DropDeny,
         Reason::DropEvasive,
+        Reason::DropTunnel,
     ];
 
     pub const fn is_drop(self) -> bool {
@@ -198,6 +245,7 @@ impl Reason {
             Reason::DropNotMemberUdp => "not_member_udp",
             Reason::DropDeny => "deny",
             Reason::DropEvasive => "evasive",
+            Reason::DropTunnel => "tunnel",
         }
     }
 }
@@ -249,7 +297,16 @@ mod tests {
         for (i, reason) in Reason::ALL.iter().enumerate() {
             assert_eq!(*reason as usize, i);
         }
-        assert_eq!(Reason::ALL.iter().filter(|r| r.is_drop()).count(), 4);
+        assert_eq!(Reason::ALL.iter().filter(|r| r.is_drop()).count(), 5);
+    }
+
+    #[test]
+    fn map_names_are_distinct() {
+        for (i, name) in maps::ALL.iter().enumerate() {
+            assert!(!maps::ALL[..i].contains(name), "{name} twice");
+        }
+        assert_eq!(maps::ALL.len(), 9);
+        assert_eq!(maps::ALL[0], maps::CONTROL);
     }
 
     #[test]

@@ -2,14 +2,20 @@
 //! sources outside the allowed address sets, before the kernel allocates
 //! anything for them.
 //!
-//! It reads like the policy in DESIGN.md: parse forward through the frame once
-//! (Ethernet, up to two VLAN tags, IPv4 with options or IPv6 with a bounded
-//! extension-header walk), then judge. The source address is looked up at most
-//! once, in one LPM trie whose value is the bitmask of every set holding it;
-//! each port maps to the bitmask of the sets bound to it. Userspace owns the
-//! policy; this program only reads it, from whichever slot is active.
+//! It reads like the policy in docs/filter.md, in three steps. Parse: one
+//! forward pass over an advancing [`Cursor`], one function per header in the
+//! shape of xdp-tools' `parsing_helpers.h` (`eth`, `vlans`, `ipv4`, `ipv6`,
+//! `transport`), ending in a [`Shape`]. Then read the control word and the
+//! active slot's options. Then judge, with at most one LPM lookup of the
+//! source, whose value is the bitmask of every set holding it; each port maps
+//! to the bitmask of the sets bound to it. A shape that hides its port is
+//! dropped from everyone; a shape that shows the port but hides the rest is
+//! judged as a connection attempt to that port. Userspace owns the policy;
+//! this program only reads it.
 #![no_std]
 #![no_main]
+
+use core::marker::PhantomData;
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -19,27 +25,61 @@ use aya_ebpf::{
 };
 use xdpgate_common::{
     counter_index, Control, Counter, Family, Reason, SetMask, SlotOptions, V4KeyData, V6KeyData,
-    COUNTER_ENTRIES, LPM_MAX_ENTRIES, MAX_IPV6_EXT_HEADERS, OPT_STRICT, PORT_ENTRIES,
+    COUNTER_ENTRIES, LPM_MAX_ENTRIES, MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS, OPT_FILTER_TUNNELS,
+    OPT_STRICT, PORT_ENTRIES, TUNNEL_PROTOCOLS,
 };
 
-#[map(name = "XDPGATE_CONTROL")]
-static CONTROL: Array<Control> = Array::with_max_entries(1, 0);
-#[map(name = "XDPGATE_SLOT_OPTIONS")]
-static SLOT_OPTIONS: Array<SlotOptions> = Array::with_max_entries(2, 0);
-#[map(name = "XDPGATE_TCP_PORTS")]
-static TCP_PORTS: Array<SetMask> = Array::with_max_entries(PORT_ENTRIES, 0);
-#[map(name = "XDPGATE_UDP_PORTS")]
-static UDP_PORTS: Array<SetMask> = Array::with_max_entries(PORT_ENTRIES, 0);
-#[map(name = "XDPGATE_V4_SLOT0")]
-static V4_SLOT0: LpmTrie<V4KeyData, SetMask> = LpmTrie::with_max_entries(LPM_MAX_ENTRIES, 0);
-#[map(name = "XDPGATE_V4_SLOT1")]
-static V4_SLOT1: LpmTrie<V4KeyData, SetMask> = LpmTrie::with_max_entries(LPM_MAX_ENTRIES, 0);
-#[map(name = "XDPGATE_V6_SLOT0")]
-static V6_SLOT0: LpmTrie<V6KeyData, SetMask> = LpmTrie::with_max_entries(LPM_MAX_ENTRIES, 0);
-#[map(name = "XDPGATE_V6_SLOT1")]
-static V6_SLOT1: LpmTrie<V6KeyData, SetMask> = LpmTrie::with_max_entries(LPM_MAX_ENTRIES, 0);
-#[map(name = "XDPGATE_COUNTERS")]
-static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(COUNTER_ENTRIES, 0);
+/// Declares each map under the name `xdpgate_common::map_names!` gives it.
+macro_rules! declare_maps {
+    ($($constant:ident = $name:literal;)*) => {
+        $(declare_map!($constant, $name);)*
+    };
+}
+
+macro_rules! declare_map {
+    (CONTROL, $name:literal) => {
+        #[map(name = $name)]
+        static CONTROL: Array<Control> = Array::with_max_entries(1, 0);
+    };
+    (SLOT_OPTIONS, $name:literal) => {
+        #[map(name = $name)]
+        static SLOT_OPTIONS: Array<SlotOptions> = Array::with_max_entries(2, 0);
+    };
+    (TCP_PORTS, $name:literal) => {
+        #[map(name = $name)]
+        static TCP_PORTS: Array<SetMask> = Array::with_max_entries(PORT_ENTRIES, 0);
+    };
+    (UDP_PORTS, $name:literal) => {
+        #[map(name = $name)]
+        static UDP_PORTS: Array<SetMask> = Array::with_max_entries(PORT_ENTRIES, 0);
+    };
+    (V4_SLOT0, $name:literal) => {
+        #[map(name = $name)]
+        static V4_SLOT0: LpmTrie<V4KeyData, SetMask> =
+            LpmTrie::with_max_entries(LPM_MAX_ENTRIES, 0);
+    };
+    (V4_SLOT1, $name:literal) => {
+        #[map(name = $name)]
+        static V4_SLOT1: LpmTrie<V4KeyData, SetMask> =
+            LpmTrie::with_max_entries(LPM_MAX_ENTRIES, 0);
+    };
+    (V6_SLOT0, $name:literal) => {
+        #[map(name = $name)]
+        static V6_SLOT0: LpmTrie<V6KeyData, SetMask> =
+            LpmTrie::with_max_entries(LPM_MAX_ENTRIES, 0);
+    };
+    (V6_SLOT1, $name:literal) => {
+        #[map(name = $name)]
+        static V6_SLOT1: LpmTrie<V6KeyData, SetMask> =
+            LpmTrie::with_max_entries(LPM_MAX_ENTRIES, 0);
+    };
+    (COUNTERS, $name:literal) => {
+        #[map(name = $name)]
+        static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(COUNTER_ENTRIES, 0);
+    };
+}
+
+xdpgate_common::map_names!(declare_maps);
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -54,16 +94,13 @@ const IPPROTO_FRAGMENT: u8 = 44;
 const IPPROTO_AH: u8 = 51;
 const IPPROTO_DSTOPTS: u8 = 60;
 
-const TCP_HEADER_LEN: usize = 20;
-const UDP_HEADER_LEN: usize = 8;
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
 
 #[xdp]
 pub fn xdpgate(ctx: XdpContext) -> u32 {
     let (reason, family) = judge(&ctx);
-    let index = counter_index(reason, family);
-    if let Some(counter) = COUNTERS.get_ptr_mut(index) {
+    if let Some(counter) = COUNTERS.get_ptr_mut(counter_index(reason, family)) {
         // SAFETY: per-CPU value, only this CPU writes it while we run.
         unsafe {
             (*counter).packets += 1;
@@ -77,37 +114,68 @@ pub fn xdpgate(ctx: XdpContext) -> u32 {
     }
 }
 
-/// A bounds-checked view of the frame. Every read checks the whole header it
-/// copies out once, so the verifier sees the check right before the access.
-struct Cursor {
+/// A forward-only view of the frame. `pos` is the offset of the next header;
+/// `limit` is where the IP datagram ends (a frame may carry Ethernet padding
+/// past it, or claim more than it holds).
+/// Headers it hands out borrow the packet (`'p`), not the cursor, so the
+/// cursor moves on while they are read.
+struct Cursor<'p> {
     start: usize,
     end: usize,
+    pos: usize,
+    limit: usize,
+    packet: PhantomData<&'p XdpContext>,
 }
 
-impl Cursor {
+impl<'p> Cursor<'p> {
     #[inline(always)]
-    fn new(ctx: &XdpContext) -> Self {
+    fn new(ctx: &'p XdpContext) -> Self {
+        let (start, end) = (ctx.data(), ctx.data_end());
         Cursor {
-            start: ctx.data(),
-            end: ctx.data_end(),
+            start,
+            end,
+            pos: 0,
+            limit: end - start,
+            packet: PhantomData,
         }
     }
 
-    /// A view of the N bytes at `offset`, or `None` past the end. It is a
-    /// reference, not a copy: callers load only the fields they use.
+    /// The next N bytes, checked against the frame as one block (the
+    /// verifier sees the check right before every load from it), and the
+    /// cursor moved past them. `None` past the end of the frame.
     #[inline(always)]
-    fn read<const N: usize>(&self, offset: usize) -> Option<&[u8; N]> {
-        if self.start + offset + N > self.end {
+    fn take<const N: usize>(&mut self) -> Option<&'p [u8; N]> {
+        let at = self.start + self.pos;
+        if at + N > self.end {
             return None;
         }
-        // SAFETY: the N bytes at offset are inside the packet (checked above),
-        // and the packet outlives this program run.
-        Some(unsafe { &*((self.start + offset) as *const [u8; N]) })
+        self.pos += N;
+        // SAFETY: the N bytes at `at` are inside the packet (checked above),
+        // and the packet lives as long as the context `'p` borrows.
+        Some(unsafe { &*(at as *const [u8; N]) })
+    }
+
+    /// `take`, but also within the IP datagram.
+    #[inline(always)]
+    fn take_in_datagram<const N: usize>(&mut self) -> Option<&'p [u8; N]> {
+        if self.pos + N > self.limit {
+            return None;
+        }
+        self.take::<N>()
     }
 
     #[inline(always)]
-    fn len(&self) -> usize {
-        self.end - self.start
+    fn skip(&mut self, bytes: usize) {
+        self.pos += bytes;
+    }
+
+    /// The datagram ends `len` bytes after the current position, unless the
+    /// frame ends first.
+    #[inline(always)]
+    fn limit_to(&mut self, len: usize) {
+        if self.pos + len < self.limit {
+            self.limit = self.pos + len;
+        }
     }
 }
 
@@ -116,13 +184,17 @@ fn be16(b0: u8, b1: u8) -> u16 {
     ((b0 as u16) << 8) | b1 as u16
 }
 
-/// The source address of the packet and, once looked up, the mask of the sets
-/// that contain it. The lookup is lazy: traffic to unbound ports never pays it
-/// unless deny sets are configured.
-struct Source {
-    addr: Addr,
-    slot: u32,
-    mask: Option<SetMask>,
+/// What the parse found, before any policy is read.
+enum Shape {
+    /// Not IPv4 or IPv6 after the tags (ARP, LLDP, unknown ethertypes, a
+    /// frame cut inside a tag).
+    NotIp,
+    /// Still tagged after [`MAX_VLAN_TAGS`] tags: the kernel would strip the
+    /// VID-0 ones and deliver what is inside, which was never seen here.
+    DeepTags,
+    /// The fixed IP header is cut short: no source address to judge.
+    Unparsed(Family),
+    Ip(Family, Addr, Transport),
 }
 
 enum Addr {
@@ -130,72 +202,294 @@ enum Addr {
     V6(V6KeyData),
 }
 
-impl Source {
-    #[inline(always)]
-    fn mask(&mut self) -> SetMask {
-        if let Some(mask) = self.mask {
-            return mask;
+/// What the IP packet carries, as far as the parse could see.
+enum Transport {
+    /// A whole TCP header: destination port and whether it is a connection
+    /// attempt (SYN set, ACK clear).
+    Tcp { port: u16, attempt: bool },
+    /// A whole UDP header.
+    Udp { port: u16 },
+    /// The destination port but not the rest of the header (a tiny first
+    /// fragment, a header cut by the frame or the IP length).
+    PortOnly { udp: bool, port: u16 },
+    /// Nothing that shows the port: a bad IPv4 header length or version, an
+    /// extension chain past the walk bound or cut mid-chain, a first fragment
+    /// too short for the ports, a TCP fragment at offset 8 bytes.
+    Hidden,
+    /// A non-first fragment.
+    LaterFragment,
+    /// Another protocol (ICMP, ESP, a tunnel...).
+    Other(u8),
+}
+
+/// Ethernet: the ethertype after the source and destination addresses.
+#[inline(always)]
+fn eth(cursor: &mut Cursor) -> Option<u16> {
+    let eth = cursor.take::<14>()?;
+    Some(be16(eth[12], eth[13]))
+}
+
+/// VLAN tags (802.1Q or 802.1ad, any VID), at most [`MAX_VLAN_TAGS`].
+/// `Err(shape)` when the frame is no IP frame or is tagged too deep.
+#[inline(always)]
+fn vlans(cursor: &mut Cursor, mut ethertype: u16) -> Result<Family, Shape> {
+    for _ in 0..MAX_VLAN_TAGS {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+            break;
         }
-        let found = match &self.addr {
-            Addr::V4(a) => {
-                let key = Key::new(32, *a);
-                let trie = if self.slot == 0 { &V4_SLOT0 } else { &V4_SLOT1 };
-                trie.get(&key).copied()
-            }
-            Addr::V6(a) => {
-                let key = Key::new(128, *a);
-                let trie = if self.slot == 0 { &V6_SLOT0 } else { &V6_SLOT1 };
-                trie.get(&key).copied()
-            }
+        let Some(tag) = cursor.take::<4>() else {
+            return Err(Shape::NotIp);
         };
-        let mask = found.unwrap_or(0);
-        self.mask = Some(mask);
-        mask
+        ethertype = be16(tag[2], tag[3]);
+    }
+    match ethertype {
+        ETH_P_IP => Ok(Family::Ipv4),
+        ETH_P_IPV6 => Ok(Family::Ipv6),
+        ETH_P_8021Q | ETH_P_8021AD => Err(Shape::DeepTags),
+        _ => Err(Shape::NotIp),
     }
 }
 
-/// Where the transport header starts, and where the IP datagram ends (the
-/// frame may carry Ethernet padding past it).
-struct Transport {
-    protocol: u8,
-    offset: usize,
-    end: usize,
+/// IPv4: version and header length checked (the kernel drops what fails
+/// them), options skipped, fragments told apart by offset.
+#[inline(always)]
+fn ipv4(cursor: &mut Cursor) -> Shape {
+    let Some(ip) = cursor.take::<20>() else {
+        return Shape::Unparsed(Family::Ipv4);
+    };
+    let source = Addr::V4([ip[12], ip[13], ip[14], ip[15]]);
+    let header_len = ((ip[0] & 0x0f) as usize) * 4;
+    let total_len = be16(ip[2], ip[3]) as usize;
+    let fragment_offset = be16(ip[6], ip[7]) & 0x1fff;
+    let protocol = ip[9];
+    let transport = if ip[0] >> 4 != 4 || header_len < 20 || total_len < header_len {
+        Transport::Hidden
+    } else if fragment_offset != 0 {
+        later_fragment(protocol, fragment_offset)
+    } else {
+        cursor.limit_to(total_len - 20);
+        cursor.skip(header_len - 20);
+        transport(cursor, protocol)
+    };
+    Shape::Ip(Family::Ipv4, source, transport)
 }
 
-/// What the network-layer parse found.
-enum Network {
-    /// A transport header to judge.
-    Transport(Transport),
-    /// A non-first fragment: no transport header to judge.
-    LaterFragment,
-    /// A shape that hides the transport header (DESIGN.md rule 7).
-    Evasive,
+/// RFC 1858: a TCP fragment at offset 8 bytes can rewrite the flags of the
+/// first fragment on reassembly, and nothing legitimate sends it.
+#[inline(always)]
+fn later_fragment(protocol: u8, offset_units: u16) -> Transport {
+    if protocol == IPPROTO_TCP && offset_units == 1 {
+        Transport::Hidden
+    } else {
+        Transport::LaterFragment
+    }
+}
+
+/// IPv6: walks at most [`MAX_IPV6_EXT_HEADERS`] extension headers to the
+/// transport header. IPv4-mapped sources are judged against the IPv4 sets.
+#[inline(always)]
+fn ipv6(cursor: &mut Cursor) -> Shape {
+    let Some(ip) = cursor.take::<40>() else {
+        return Shape::Unparsed(Family::Ipv6);
+    };
+    let mut src = [0u8; 16];
+    src.copy_from_slice(&ip[8..24]);
+    let mapped_v4 = src[..10].iter().all(|b| *b == 0) && src[10] == 0xff && src[11] == 0xff;
+    let source = if mapped_v4 {
+        Addr::V4([src[12], src[13], src[14], src[15]])
+    } else {
+        Addr::V6(src)
+    };
+    if ip[0] >> 4 != 6 {
+        return Shape::Ip(Family::Ipv6, source, Transport::Hidden);
+    }
+    // A zero payload length means a jumbogram; the frame bounds it then.
+    let payload_len = be16(ip[4], ip[5]) as usize;
+    if payload_len != 0 {
+        cursor.limit_to(payload_len);
+    }
+    let next = ip[6];
+    Shape::Ip(Family::Ipv6, source, ipv6_ext(cursor, next))
+}
+
+/// The extension-header walk, ending at the transport header.
+#[inline(always)]
+fn ipv6_ext(cursor: &mut Cursor, mut next: u8) -> Transport {
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        match next {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH => {
+                let Some(ext) = cursor.take_in_datagram::<2>() else {
+                    return Transport::Hidden;
+                };
+                let len = if next == IPPROTO_AH {
+                    (ext[1] as usize + 2) * 4
+                } else {
+                    (ext[1] as usize + 1) * 8
+                };
+                next = ext[0];
+                cursor.skip(len - 2);
+            }
+            IPPROTO_FRAGMENT => {
+                let Some(frag) = cursor.take_in_datagram::<8>() else {
+                    return Transport::Hidden;
+                };
+                let offset_units = be16(frag[2], frag[3]) >> 3;
+                if offset_units != 0 {
+                    return later_fragment(frag[0], offset_units);
+                }
+                next = frag[0];
+            }
+            _ => return transport(cursor, next),
+        }
+    }
+    match next {
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_FRAGMENT => {
+            Transport::Hidden
+        }
+        protocol => transport(cursor, protocol),
+    }
+}
+
+/// TCP and UDP: the destination port, and for TCP the flags. Both are read
+/// within the IP datagram, so a tiny first fragment cannot borrow the bytes
+/// of whatever follows it in the frame.
+#[inline(always)]
+fn transport(cursor: &mut Cursor, protocol: u8) -> Transport {
+    let udp = protocol == IPPROTO_UDP;
+    if protocol != IPPROTO_TCP && !udp {
+        return Transport::Other(protocol);
+    }
+    if udp {
+        if let Some(udp) = cursor.take_in_datagram::<8>() {
+            return Transport::Udp {
+                port: be16(udp[2], udp[3]),
+            };
+        }
+    } else if let Some(tcp) = cursor.take_in_datagram::<20>() {
+        return Transport::Tcp {
+            port: be16(tcp[2], tcp[3]),
+            attempt: tcp[13] & (TCP_SYN | TCP_ACK) == TCP_SYN,
+        };
+    }
+    match cursor.take_in_datagram::<4>() {
+        Some(ports) => Transport::PortOnly {
+            udp,
+            port: be16(ports[2], ports[3]),
+        },
+        None => Transport::Hidden,
+    }
+}
+
+/// Parses the whole frame, forward, without reading any policy.
+#[inline(always)]
+fn parse(ctx: &XdpContext) -> Shape {
+    let mut cursor = Cursor::new(ctx);
+    let Some(ethertype) = eth(&mut cursor) else {
+        return Shape::NotIp;
+    };
+    match vlans(&mut cursor, ethertype) {
+        Ok(Family::Ipv4) => ipv4(&mut cursor),
+        Ok(_) => ipv6(&mut cursor),
+        Err(shape) => shape,
+    }
+}
+
+/// What the verdict waits on once the shape is known: nothing, or whether
+/// the source is in `sets`.
+enum Question {
+    Answered(Reason),
+    Member { sets: SetMask, otherwise: Reason },
+}
+
+#[inline(always)]
+fn port_mask(ports: &Array<SetMask>, slot: u32, port: u16) -> SetMask {
+    ports.get((slot << 16) | port as u32).copied().unwrap_or(0)
+}
+
+/// The policy's question about a packet of this shape, before its source is
+/// looked up.
+#[inline(always)]
+fn question(transport: &Transport, options: &SlotOptions, slot: u32) -> Question {
+    use Question::*;
+    let (udp, port, attempt, otherwise) = match *transport {
+        Transport::Tcp { port, attempt } => (false, port, attempt, Reason::DropNotMemberTcp),
+        Transport::Udp { port } => (true, port, true, Reason::DropNotMemberUdp),
+        Transport::PortOnly { udp, port } => (udp, port, true, Reason::DropEvasive),
+        Transport::Hidden => return Answered(Reason::DropEvasive),
+        Transport::LaterFragment => return Answered(Reason::PassFragment),
+        Transport::Other(protocol) => {
+            if options.flags & OPT_FILTER_TUNNELS != 0 && TUNNEL_PROTOCOLS.contains(&protocol) {
+                return Member {
+                    sets: options.tunnel_mask,
+                    otherwise: Reason::DropTunnel,
+                };
+            }
+            return Answered(Reason::PassOtherProtocol);
+        }
+    };
+    let ports = if udp { &UDP_PORTS } else { &TCP_PORTS };
+    let sets = port_mask(ports, slot, port);
+    if sets == 0 {
+        Answered(Reason::PassUnboundPort)
+    } else if !attempt && options.flags & OPT_STRICT == 0 {
+        Answered(Reason::PassNotSyn)
+    } else {
+        Member { sets, otherwise }
+    }
+}
+
+/// The mask of every set holding `addr`: the one LPM lookup.
+#[inline(always)]
+fn sets_of(addr: &Addr, slot: u32) -> SetMask {
+    match addr {
+        Addr::V4(a) => {
+            let key = Key::new(32, *a);
+            if slot == 0 {
+                v4_slot0(&key)
+            } else {
+                v4_slot1(&key)
+            }
+        }
+        Addr::V6(a) => {
+            let key = Key::new(128, *a);
+            if slot == 0 {
+                v6_slot0(&key)
+            } else {
+                v6_slot1(&key)
+            }
+        }
+    }
+}
+
+// One function per trie, never inlined: each holds the only lookup of its
+// map. Inlined, LLVM merges the four lookups into one call whose map is
+// chosen at run time; the verifier can then not bind that call to the trie's
+// own lookup and leaves a generic helper with an indirect call (a retpoline
+// on this kernel) in its place.
+#[inline(never)]
+fn v4_slot0(key: &Key<V4KeyData>) -> SetMask {
+    V4_SLOT0.get(key).copied().unwrap_or(0)
+}
+#[inline(never)]
+fn v4_slot1(key: &Key<V4KeyData>) -> SetMask {
+    V4_SLOT1.get(key).copied().unwrap_or(0)
+}
+#[inline(never)]
+fn v6_slot0(key: &Key<V6KeyData>) -> SetMask {
+    V6_SLOT0.get(key).copied().unwrap_or(0)
+}
+#[inline(never)]
+fn v6_slot1(key: &Key<V6KeyData>) -> SetMask {
+    V6_SLOT1.get(key).copied().unwrap_or(0)
 }
 
 #[inline(always)]
 fn judge(ctx: &XdpContext) -> (Reason, Family) {
-    let cursor = Cursor::new(ctx);
-
-    // Ethernet, then up to two VLAN tags (802.1ad outer, 802.1Q inner or either twice).
-    let Some(eth) = cursor.read::<14>(0) else {
-        return (Reason::PassNotIp, Family::Other);
-    };
-    let mut ethertype = be16(eth[12], eth[13]);
-    let mut l3 = 14usize;
-    for _ in 0..2 {
-        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
-            break;
-        }
-        let Some(tag) = cursor.read::<4>(l3) else {
-            return (Reason::PassNotIp, Family::Other);
-        };
-        ethertype = be16(tag[2], tag[3]);
-        l3 += 4;
-    }
-    let family = match ethertype {
-        ETH_P_IP => Family::Ipv4,
-        ETH_P_IPV6 => Family::Ipv6,
-        _ => return (Reason::PassNotIp, Family::Other),
+    let shape = parse(ctx);
+    let family = match &shape {
+        Shape::NotIp => return (Reason::PassNotIp, Family::Other),
+        Shape::DeepTags => Family::Other,
+        Shape::Unparsed(family) | Shape::Ip(family, _, _) => *family,
     };
 
     let Some(control) = CONTROL.get(0) else {
@@ -209,232 +503,28 @@ fn judge(ctx: &XdpContext) -> (Reason, Family) {
         return (Reason::PassUnarmed, family);
     };
 
-    let parsed = if family == Family::Ipv4 {
-        parse_ipv4(&cursor, l3, slot)
-    } else {
-        parse_ipv6(&cursor, l3, slot)
+    let (source, transport) = match shape {
+        Shape::Ip(_, source, transport) => (source, transport),
+        Shape::DeepTags => return (Reason::DropEvasive, family),
+        _ => return (Reason::PassUnparsed, family),
     };
-    let Some((mut source, network)) = parsed else {
-        return (Reason::PassUnparsed, family);
-    };
-
-    if options.deny_mask != 0 && source.mask() & options.deny_mask != 0 {
-        return (Reason::DropDeny, family);
+    let question = question(&transport, options, slot);
+    if options.deny_mask == 0 {
+        if let Question::Answered(reason) = question {
+            return (reason, family);
+        }
     }
-
-    let transport = match network {
-        Network::Transport(t) => t,
-        Network::LaterFragment => return (Reason::PassFragment, family),
-        Network::Evasive => return (member_or_evasive(&mut source, options), family),
-    };
-
-    let reason = match transport.protocol {
-        IPPROTO_TCP => judge_tcp(&cursor, &transport, &mut source, options, slot),
-        IPPROTO_UDP => judge_udp(&cursor, &transport, &mut source, options, slot),
-        _ => Reason::PassOtherProtocol,
+    let sets = sets_of(&source, slot);
+    let reason = if sets & options.deny_mask != 0 {
+        Reason::DropDeny
+    } else {
+        match question {
+            Question::Answered(reason) => reason,
+            Question::Member { sets: wanted, .. } if sets & wanted != 0 => Reason::PassMember,
+            Question::Member { otherwise, .. } => otherwise,
+        }
     };
     (reason, family)
-}
-
-#[inline(always)]
-fn member_or_evasive(source: &mut Source, options: &SlotOptions) -> Reason {
-    if source.mask() & options.allow_mask != 0 {
-        Reason::PassMember
-    } else {
-        Reason::DropEvasive
-    }
-}
-
-#[inline(always)]
-fn port_mask(ports: &Array<SetMask>, slot: u32, port: u16) -> SetMask {
-    ports.get((slot << 16) | port as u32).copied().unwrap_or(0)
-}
-
-#[inline(always)]
-fn judge_tcp(
-    cursor: &Cursor,
-    transport: &Transport,
-    source: &mut Source,
-    options: &SlotOptions,
-    slot: u32,
-) -> Reason {
-    // A header that is cut short (by the frame or by the IP length, as in a
-    // tiny first fragment) cannot show its flags: judge it as evasive.
-    if transport.offset + TCP_HEADER_LEN > transport.end {
-        return member_or_evasive(source, options);
-    }
-    let Some(tcp) = cursor.read::<TCP_HEADER_LEN>(transport.offset) else {
-        return member_or_evasive(source, options);
-    };
-    let bound = port_mask(&TCP_PORTS, slot, be16(tcp[2], tcp[3]));
-    if bound == 0 {
-        return Reason::PassUnboundPort;
-    }
-    let flags = tcp[13];
-    let connection_attempt = flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    if !connection_attempt && options.flags & OPT_STRICT == 0 {
-        return Reason::PassNotSyn;
-    }
-    if source.mask() & bound != 0 {
-        Reason::PassMember
-    } else {
-        Reason::DropNotMemberTcp
-    }
-}
-
-#[inline(always)]
-fn judge_udp(
-    cursor: &Cursor,
-    transport: &Transport,
-    source: &mut Source,
-    options: &SlotOptions,
-    slot: u32,
-) -> Reason {
-    if transport.offset + UDP_HEADER_LEN > transport.end {
-        return member_or_evasive(source, options);
-    }
-    let Some(udp) = cursor.read::<UDP_HEADER_LEN>(transport.offset) else {
-        return member_or_evasive(source, options);
-    };
-    let bound = port_mask(&UDP_PORTS, slot, be16(udp[2], udp[3]));
-    if bound == 0 {
-        return Reason::PassUnboundPort;
-    }
-    if source.mask() & bound != 0 {
-        Reason::PassMember
-    } else {
-        Reason::DropNotMemberUdp
-    }
-}
-
-/// IPv4: header length from IHL (options skipped), fragments by offset. `None`
-/// when not even the fixed 20-byte header is there to give a source address.
-#[inline(always)]
-fn parse_ipv4(cursor: &Cursor, l3: usize, slot: u32) -> Option<(Source, Network)> {
-    let ip = cursor.read::<20>(l3)?;
-    let source = Source {
-        addr: Addr::V4([ip[12], ip[13], ip[14], ip[15]]),
-        slot,
-        mask: None,
-    };
-    let header_len = ((ip[0] & 0x0f) as usize) * 4;
-    let total_len = be16(ip[2], ip[3]) as usize;
-    let fragment_offset = be16(ip[6], ip[7]) & 0x1fff;
-    let protocol = ip[9];
-
-    if fragment_offset != 0 {
-        // RFC 1858: a TCP fragment at offset 8 bytes can overwrite the flags of
-        // the first fragment on reassembly. Nothing legitimate sends it.
-        if protocol == IPPROTO_TCP && fragment_offset == 1 {
-            return Some((source, Network::Evasive));
-        }
-        return Some((source, Network::LaterFragment));
-    }
-    if header_len < 20 || total_len < header_len {
-        return Some((source, Network::Evasive));
-    }
-    let frame_end = cursor.len();
-    let datagram_end = l3 + total_len;
-    let end = if datagram_end < frame_end {
-        datagram_end
-    } else {
-        frame_end
-    };
-    Some((
-        source,
-        Network::Transport(Transport {
-            protocol,
-            offset: l3 + header_len,
-            end,
-        }),
-    ))
-}
-
-/// IPv6: walks at most [`MAX_IPV6_EXT_HEADERS`] extension headers to the
-/// transport header. IPv4-mapped sources are judged against the IPv4 sets.
-#[inline(always)]
-fn parse_ipv6(cursor: &Cursor, l3: usize, slot: u32) -> Option<(Source, Network)> {
-    let ip = cursor.read::<40>(l3)?;
-    let mut src = [0u8; 16];
-    src.copy_from_slice(&ip[8..24]);
-    let mapped_v4 = src[..10].iter().all(|b| *b == 0) && src[10] == 0xff && src[11] == 0xff;
-    let addr = if mapped_v4 {
-        Addr::V4([src[12], src[13], src[14], src[15]])
-    } else {
-        Addr::V6(src)
-    };
-    let source = Source {
-        addr,
-        slot,
-        mask: None,
-    };
-
-    let payload_len = be16(ip[4], ip[5]) as usize;
-    let frame_end = cursor.len();
-    // A zero payload length means a jumbogram; the frame bounds it then.
-    let end = if payload_len != 0 && l3 + 40 + payload_len < frame_end {
-        l3 + 40 + payload_len
-    } else {
-        frame_end
-    };
-
-    let mut next = ip[6];
-    let mut offset = l3 + 40;
-    for _ in 0..MAX_IPV6_EXT_HEADERS {
-        match next {
-            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
-                let Some(ext) = cursor.read::<2>(offset) else {
-                    return Some((source, Network::Evasive));
-                };
-                next = ext[0];
-                offset += (ext[1] as usize + 1) * 8;
-            }
-            IPPROTO_AH => {
-                let Some(ext) = cursor.read::<2>(offset) else {
-                    return Some((source, Network::Evasive));
-                };
-                next = ext[0];
-                offset += (ext[1] as usize + 2) * 4;
-            }
-            IPPROTO_FRAGMENT => {
-                let Some(frag) = cursor.read::<8>(offset) else {
-                    return Some((source, Network::Evasive));
-                };
-                if be16(frag[2], frag[3]) & 0xfff8 != 0 {
-                    return Some((source, Network::LaterFragment));
-                }
-                next = frag[0];
-                offset += 8;
-            }
-            _ => {
-                return Some((
-                    source,
-                    Network::Transport(Transport {
-                        protocol: next,
-                        offset,
-                        end,
-                    }),
-                ));
-            }
-        }
-        if offset > end {
-            return Some((source, Network::Evasive));
-        }
-    }
-    // Still inside the extension chain after the walk bound.
-    match next {
-        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_FRAGMENT => {
-            Some((source, Network::Evasive))
-        }
-        protocol => Some((
-            source,
-            Network::Transport(Transport {
-                protocol,
-                offset,
-                end,
-            }),
-        )),
-    }
 }
 
 #[cfg(not(test))]

@@ -10,7 +10,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 use ipnet::{IpNet, Ipv4Net};
 
 use super::{Config, ConfigError, FilterConfig};
-use crate::policy::{compile, PolicyError};
+use crate::policy::{compile, PolicyError, Tunnels};
 
 /// TEST-NET-1 (RFC 5737): any non-empty content will do.
 const PLACEHOLDER: IpNet = IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(192, 0, 2, 0), 24));
@@ -70,6 +70,14 @@ fn locate(
         }
     };
 
+    let tunnel_entry = |set: &str| match &filter.tunnels {
+        Tunnels::From(sets) => match sets.iter().position(|s| s == set) {
+            Some(j) => format!("filter.tunnels.from[{j}]"),
+            None => "filter.tunnels".to_string(),
+        },
+        Tunnels::Pass => "filter.tunnels".to_string(),
+    };
+
     match error {
         PolicyError::UnknownSet {
             set,
@@ -78,6 +86,7 @@ fn locate(
         } => {
             let key = match rule(place) {
                 Some(i) => from_entry(i, set),
+                None if place == "tunnels" => tunnel_entry(set),
                 None => match filter.deny.iter().position(|s| s == set) {
                     Some(j) => format!("filter.deny[{j}]"),
                     None => "filter".to_string(),
@@ -125,6 +134,13 @@ fn locate(
             ),
             None => ("filter.allow".to_string(), error.to_string()),
         },
+        PolicyError::DeniedAndAllowed { set, place } if place == "tunnels" => (
+            tunnel_entry(set),
+            format!(
+                "set `{set}` is also in filter.deny; the deny always wins, so it can never send \
+                 tunnels: remove one of them"
+            ),
+        ),
         PolicyError::DeniedAndAllowed { set, place } => match rule(place) {
             Some(i) => (
                 from_entry(i, set),

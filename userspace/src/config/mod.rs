@@ -19,7 +19,7 @@ use ipnet::IpNet;
 
 use crate::{
     logging::LogFormat,
-    policy::{Binding, PolicySpec},
+    policy::{Binding, PolicySpec, Tunnels},
     sets::SetSpec,
 };
 
@@ -34,6 +34,8 @@ mod proxy_tests;
 mod read;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tunnels_tests;
 mod yaml;
 
 /// The name and address rules the Ingress translation shares with the file.
@@ -88,6 +90,8 @@ pub struct FilterConfig {
     pub deny: Vec<String>,
     /// Drop all TCP from non-members to bound ports, not only connection attempts.
     pub strict: bool,
+    /// Who may send tunnel protocols. YAML `tunnels: pass | drop | { from: [sets] }`.
+    pub tunnels: Tunnels,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -113,6 +117,7 @@ impl Default for FilterConfig {
             allow: Vec::new(),
             deny: Vec::new(),
             strict: false,
+            tunnels: Tunnels::Pass,
         }
     }
 }
@@ -164,6 +169,7 @@ impl Config {
             allow: self.filter.allow.clone(),
             deny: self.filter.deny.clone(),
             strict: self.filter.strict,
+            tunnels: self.filter.tunnels.clone(),
         }
     }
 }

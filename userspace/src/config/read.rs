@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     logging::LogFormat,
-    policy::{parse_net, Binding, PortRange},
+    policy::{parse_net, Binding, PortRange, Tunnels},
     sets::{CloudflareSpec, SetSpec, SourceSpec, DEFAULT_MAX_SHRINK},
 };
 
@@ -155,7 +155,15 @@ fn read_admin(v: Val) -> Result<AdminConfig, ConfigError> {
 fn read_filter(v: Val) -> Result<FilterConfig, ConfigError> {
     let table = v.table(
         "filter",
-        &["interfaces", "pin_dir", "strict", "sets", "allow", "deny"],
+        &[
+            "interfaces",
+            "pin_dir",
+            "strict",
+            "tunnels",
+            "sets",
+            "allow",
+            "deny",
+        ],
     )?;
     let mut filter = FilterConfig::default();
     if let Some(v) = table.get("interfaces") {
@@ -166,6 +174,9 @@ fn read_filter(v: Val) -> Result<FilterConfig, ConfigError> {
     }
     if let Some(v) = table.get("strict") {
         filter.strict = boolean(v, &table.key_path("strict"))?;
+    }
+    if let Some(v) = table.get("tunnels") {
+        filter.tunnels = read_tunnels(v, &table.key_path("tunnels"))?;
     }
     if let Some(v) = table.get("sets") {
         filter.sets = read_sets(v, &table.key_path("sets"))?;
@@ -181,6 +192,28 @@ fn read_filter(v: Val) -> Result<FilterConfig, ConfigError> {
         filter.deny = names(v, &table.key_path("deny"))?;
     }
     Ok(filter)
+}
+
+/// `pass`, `drop`, or `{ from: [sets] }`.
+fn read_tunnels(v: Val, path: &str) -> Result<Tunnels, ConfigError> {
+    if let Ok(text) = v.text(path, "") {
+        return match text {
+            "pass" => Ok(Tunnels::Pass),
+            "drop" => Ok(Tunnels::From(Vec::new())),
+            other => Err(v.error(
+                path,
+                format!("`{other}` is not `pass`, `drop` or a mapping like {{ from: [nodes] }}"),
+            )),
+        };
+    }
+    let table = v.table(path, &["from"])?;
+    match table.get("from") {
+        Some(from) => Ok(Tunnels::From(names(from, &table.key_path("from"))?)),
+        None => Err(v.error(
+            path,
+            "`tunnels` as a mapping needs `from: [sets]` (or write `tunnels: drop`)",
+        )),
+    }
 }
 
 fn interfaces(v: Val, path: &str) -> Result<Vec<String>, ConfigError> {

@@ -18,7 +18,9 @@ use std::{
 };
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use xdpgate_common::{SetMask, SlotOptions, MAX_SETS, OPT_STRICT};
+use xdpgate_common::{
+    SetMask, SlotOptions, MAX_SETS, OPT_FILTER_TUNNELS, OPT_STRICT, TUNNEL_UDP_PORTS,
+};
 
 /// An inclusive range of destination ports (a single port is `n-n`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -76,6 +78,22 @@ pub struct Binding {
     pub from: Vec<String>,
 }
 
+/// Who may send tunnels: the IP protocols in
+/// [`xdpgate_common::TUNNEL_PROTOCOLS`] (IPIP, SIT, GRE...) and UDP to the
+/// well-known encapsulation ports in [`TUNNEL_UDP_PORTS`] (VXLAN, Geneve...).
+/// A tunnel's inner packet is never seen by the filter, so a source that may
+/// send tunnels may reach any port of the host through a tunnel device that
+/// accepts it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Tunnels {
+    /// Not filtered (the default): the kernel discards tunnel packets unless
+    /// a tunnel device takes them, and `xdpgate status` warns when one exists.
+    #[default]
+    Pass,
+    /// Only members of these sets; an empty list drops tunnels from everyone.
+    From(Vec<String>),
+}
+
 /// A whole policy as the operator wrote it, before compilation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PolicySpec {
@@ -88,6 +106,8 @@ pub struct PolicySpec {
     pub deny: Vec<String>,
     /// Drop all TCP from non-members to bound ports, not only SYNs.
     pub strict: bool,
+    /// Who may send tunnel protocols.
+    pub tunnels: Tunnels,
 }
 
 /// What is wrong with a policy. Each variant names the culprit.
@@ -238,6 +258,19 @@ pub fn compile(spec: &PolicySpec) -> Result<CompiledPolicy, PolicyError> {
     for set in &spec.deny {
         known(set, "deny".into())?;
     }
+    let tunnel_sets: &[String] = match &spec.tunnels {
+        Tunnels::Pass => &[],
+        Tunnels::From(sets) => sets,
+    };
+    for set in tunnel_sets {
+        known(set, "tunnels".into())?;
+        if spec.deny.contains(set) {
+            return Err(PolicyError::DeniedAndAllowed {
+                set: set.clone(),
+                place: "tunnels".into(),
+            });
+        }
+    }
     for (i, binding) in spec.allow.iter().enumerate() {
         if binding.tcp.is_empty() && binding.udp.is_empty() {
             return Err(PolicyError::NoPorts { place: place(i) });
@@ -283,6 +316,7 @@ pub fn compile(spec: &PolicySpec) -> Result<CompiledPolicy, PolicyError> {
         .iter()
         .flat_map(|b| b.from.iter())
         .chain(&spec.deny)
+        .chain(tunnel_sets)
         .map(String::as_str)
         .collect();
     if used.len() > MAX_SETS {
@@ -299,10 +333,8 @@ pub fn compile(spec: &PolicySpec) -> Result<CompiledPolicy, PolicyError> {
 
     let mut tcp_ports = BTreeMap::new();
     let mut udp_ports = BTreeMap::new();
-    let mut allow_mask = 0;
     for binding in &spec.allow {
         let mask = binding.from.iter().fold(0, |m, s| m | bit(s));
-        allow_mask |= mask;
         for (ranges, ports) in [
             (&binding.tcp, &mut tcp_ports),
             (&binding.udp, &mut udp_ports),
@@ -313,6 +345,27 @@ pub fn compile(spec: &PolicySpec) -> Result<CompiledPolicy, PolicyError> {
         }
     }
     let deny_mask = spec.deny.iter().fold(0, |m, s| m | bit(s));
+    let tunnel_mask = tunnel_sets.iter().fold(0, |m, s| m | bit(s));
+    let mut flags = if spec.strict { OPT_STRICT } else { 0 };
+    if let Tunnels::From(_) = spec.tunnels {
+        flags |= OPT_FILTER_TUNNELS;
+        // The tunnel UDP ports are bound to the tunnel sets, beside any rule
+        // that binds them too. A port mask of zero means "unbound", so when
+        // no set may send tunnels the ports carry a bit that no prefix holds.
+        let port_mask = if tunnel_mask != 0 {
+            tunnel_mask
+        } else if set_names.len() < MAX_SETS {
+            1 << set_names.len()
+        } else {
+            return Err(PolicyError::TooManySets {
+                count: set_names.len() + 1,
+                max: MAX_SETS,
+            });
+        };
+        for port in TUNNEL_UDP_PORTS {
+            *udp_ports.entry(port).or_insert(0) |= port_mask;
+        }
+    }
 
     let mut v4: BTreeMap<Ipv4Net, SetMask> = BTreeMap::new();
     let mut v6: BTreeMap<Ipv6Net, SetMask> = BTreeMap::new();
@@ -334,8 +387,8 @@ pub fn compile(spec: &PolicySpec) -> Result<CompiledPolicy, PolicyError> {
         v6: close_over_covering(v6, |outer, inner| outer.contains(inner)),
         options: SlotOptions {
             deny_mask,
-            allow_mask,
-            flags: if spec.strict { OPT_STRICT } else { 0 },
+            tunnel_mask,
+            flags,
             _pad: 0,
         },
     })
@@ -403,6 +456,7 @@ pub fn cloudflare_default() -> PolicySpec {
         }],
         deny: vec![],
         strict: false,
+        tunnels: Tunnels::Pass,
     }
 }
 
@@ -419,15 +473,40 @@ pub fn naive_allows(spec: &PolicySpec, udp: bool, port: u16, addr: IpAddr) -> bo
     if spec.deny.iter().any(in_set) {
         return false;
     }
-    let bound: Vec<&Binding> = spec
-        .allow
-        .iter()
-        .filter(|b| {
-            let ranges = if udp { &b.udp } else { &b.tcp };
-            ranges.iter().any(|r| (r.first..=r.last).contains(&port))
-        })
-        .collect();
-    bound.is_empty() || bound.iter().any(|b| b.from.iter().any(in_set))
+    let mut bound = false;
+    let mut member = false;
+    for binding in &spec.allow {
+        let ranges = if udp { &binding.udp } else { &binding.tcp };
+        if ranges.iter().any(|r| (r.first..=r.last).contains(&port)) {
+            bound = true;
+            member |= binding.from.iter().any(in_set);
+        }
+    }
+    if let Tunnels::From(sets) = &spec.tunnels {
+        if udp && TUNNEL_UDP_PORTS.contains(&port) {
+            bound = true;
+            member |= sets.iter().any(in_set);
+        }
+    }
+    !bound || member
+}
+
+/// Whether `addr` may send a tunnel protocol (IPIP, GRE, SIT...), by the
+/// plain reading of the policy.
+pub fn naive_allows_tunnel(spec: &PolicySpec, addr: IpAddr) -> bool {
+    let addr = canonical_addr(addr);
+    let in_set = |set: &String| {
+        spec.sets[set]
+            .iter()
+            .any(|net| canonical_net(*net).contains(&addr))
+    };
+    if spec.deny.iter().any(in_set) {
+        return false;
+    }
+    match &spec.tunnels {
+        Tunnels::Pass => true,
+        Tunnels::From(sets) => sets.iter().any(in_set),
+    }
 }
 
 /// Whether the compiled policy allows it: what the kernel computes, done in

@@ -14,7 +14,7 @@ use std::{
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use proptest::prelude::*;
 
-use super::{Binding, PolicySpec, PortRange};
+use super::{Binding, PolicySpec, PortRange, Tunnels};
 
 /// Highest port a generated binding uses; probes go one above it
 /// ([`UNBOUND_PORT`]), so every policy has an unbound port in the probed range.
@@ -135,7 +135,7 @@ pub fn binding(sets: usize) -> impl Strategy<Value = Binding> {
 }
 
 /// A policy that compiles: bound sets are non-empty, denied sets are not
-/// bound. Sets neither bound nor denied are left in (they get no bit), and
+/// bound, tunnel sets (when tunnels are filtered) are not denied. Sets neither bound nor denied are left in (they get no bit), and
 /// unbound sets may be empty.
 pub fn valid_spec() -> impl Strategy<Value = PolicySpec> {
     (1usize..=6)
@@ -145,9 +145,10 @@ pub fn valid_spec() -> impl Strategy<Value = PolicySpec> {
                 prop::collection::vec(binding(n), 1..4),
                 prop::collection::vec(0..n, 0..=2),
                 any::<bool>(),
+                prop::option::of(prop::collection::vec(0..n, 0..=2)),
             )
         })
-        .prop_map(|(sets, allow, deny, strict)| {
+        .prop_map(|(sets, allow, deny, strict, tunnels)| {
             let bound: BTreeSet<String> = allow.iter().flat_map(|b| b.from.clone()).collect();
             let sets = sets
                 .into_iter()
@@ -160,16 +161,26 @@ pub fn valid_spec() -> impl Strategy<Value = PolicySpec> {
                     (name, nets)
                 })
                 .collect();
-            let deny = deny
+            let deny: Vec<String> = deny
                 .into_iter()
                 .map(|i| SET_NAMES[i].to_string())
                 .filter(|s| !bound.contains(s))
                 .collect();
+            let tunnels = match tunnels {
+                None => Tunnels::Pass,
+                Some(from) => Tunnels::From(
+                    from.into_iter()
+                        .map(|i| SET_NAMES[i].to_string())
+                        .filter(|s| !deny.contains(s))
+                        .collect(),
+                ),
+            };
             PolicySpec {
                 sets,
                 allow,
                 deny,
                 strict,
+                tunnels,
             }
         })
 }
