@@ -34,11 +34,12 @@ mod proxy_tests;
 mod read;
 #[cfg(test)]
 mod tests;
+mod values;
 mod yaml;
 
 /// The name and address rules the Ingress translation shares with the file.
 pub(crate) use proxy::{route_host, route_path, target};
-pub(crate) use read::{valid_name, MAX_NAME};
+pub(crate) use values::{valid_name, MAX_NAME};
 
 /// The built-in configuration: Cloudflare's ranges may connect to TCP 80
 /// and 443 on the default-route interface, and nothing else is filtered.
