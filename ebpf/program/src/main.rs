@@ -2,7 +2,8 @@
 //! sources outside the allowed address sets, before the kernel allocates
 //! anything for them.
 //!
-//! It reads like the policy in DESIGN.md: parse forward through the frame once
+//! It reads like the verdicts in docs/filter.md (docs/architecture.md walks a
+//! packet through it): parse forward through the frame once
 //! (Ethernet, up to two VLAN tags, IPv4 with options or IPv6 with a bounded
 //! extension-header walk), then judge. The source address is looked up at most
 //! once, in one LPM trie whose value is the bitmask of every set holding it;
@@ -168,7 +169,7 @@ enum Network {
     Transport(Transport),
     /// A non-first fragment: no transport header to judge.
     LaterFragment,
-    /// A shape that hides the transport header (DESIGN.md rule 7).
+    /// A shape that hides the transport header (docs/filter.md, evasive shapes).
     Evasive,
 }
 
