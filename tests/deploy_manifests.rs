@@ -542,16 +542,41 @@ fn the_daemonset_has_exactly_the_privileges_probes_and_budget_it_needs() {
         }
 
         // Probes reach the admin listener, which must therefore listen on
-        // the node's address (the pod IP), and the filter must keep the
-        // internet off its port.
+        // the node's address: the pod IP from the downward API, passed as
+        // `--admin-ip`, not 0.0.0.0 (which would also put it on the CNI
+        // bridge, in reach of every pod on the node). The filter must keep
+        // the internet off its port.
         let admin_listen = config["admin"]["listen"]
             .as_str()
             .unwrap_or("127.0.0.1:9901");
         let admin_port = port_of(admin_listen);
+        let admin_ip = args
+            .iter()
+            .position(|a| *a == "--admin-ip")
+            .and_then(|i| args.get(i + 1))
+            .unwrap_or_else(|| panic!("{}", ctx("args carry --admin-ip $(POD_IP)")));
+        assert_eq!(*admin_ip, "$(POD_IP)", "{}", ctx("--admin-ip"));
         assert!(
-            !admin_listen.starts_with("127.") && !admin_listen.starts_with("[::1]"),
+            !args.iter().any(|a| a.starts_with("--admin-listen")),
             "{}",
-            ctx("a loopback admin listener is unreachable for the kubelet's probes")
+            ctx("--admin-listen would override --admin-ip")
+        );
+        let pod_ip = c["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == "POD_IP")
+            .unwrap_or_else(|| panic!("{}", ctx("env POD_IP")));
+        assert_eq!(
+            pod_ip["valueFrom"]["fieldRef"]["fieldPath"],
+            "status.podIP",
+            "{}",
+            ctx("POD_IP comes from the downward API")
+        );
+        assert!(
+            !admin_listen.starts_with("0.0.0.0") && !admin_listen.starts_with("[::]"),
+            "{}",
+            ctx("the admin listener must not bind every address of the node")
         );
         let ports = c["ports"].as_array().expect("ports");
         let resolve = |port: &Value| -> u16 {

@@ -37,10 +37,10 @@ pub trait AdminSource: Send + Sync + 'static {
     /// Ok when ready; `Err(reasons)` lists what is missing, e.g. "not armed
     /// on eth1", "set `admins` not loaded".
     fn readiness(&self) -> Result<(), Vec<String>>;
-    /// More metrics in the same text format (without `# EOF`), appended to
-    /// the scrape: the proxy's live request metrics.
-    fn extra_metrics(&self) -> String {
-        String::new()
+    /// The whole exposition for `/metrics`; by default the status and the
+    /// counters alone. The daemon answers from its one registry.
+    fn metrics(&self) -> String {
+        metrics::render(&self.status(), self.counters().as_ref())
     }
 }
 
@@ -230,16 +230,7 @@ fn respond(source: &dyn AdminSource, method: &Method, path: &str) -> Response<Fu
         return response;
     }
     match route {
-        Route::Metrics => {
-            let mut body = metrics::render(&source.status(), source.counters().as_ref());
-            let extra = source.extra_metrics();
-            if !extra.is_empty() {
-                if let Some(head) = body.strip_suffix("# EOF\n") {
-                    body = format!("{head}{extra}# EOF\n");
-                }
-            }
-            response(StatusCode::OK, metrics::CONTENT_TYPE, body)
-        }
+        Route::Metrics => response(StatusCode::OK, metrics::CONTENT_TYPE, source.metrics()),
         Route::Healthz => response(StatusCode::OK, TEXT_PLAIN, "ok\n".into()),
         Route::Readyz => match source.readiness() {
             Ok(()) => response(StatusCode::OK, TEXT_PLAIN, "ready\n".into()),

@@ -32,7 +32,7 @@ use crate::{
     config,
     daemon::{self, RunOptions},
     filter::{self, pins::Transport, Counters, FilterError, PinnedFilter},
-    status::{unix_now, DaemonStatus},
+    status::{readiness, unix_now, DaemonStatus},
 };
 
 /// Where pins live by default. bpffs must be mounted at /sys/fs/bpf.
@@ -194,6 +194,11 @@ pub struct RunArgs {
     /// Overrides admin.listen.
     #[arg(long)]
     pub admin_listen: Option<SocketAddr>,
+    /// Overrides the address of admin.listen and keeps its port: the
+    /// DaemonSet passes the pod IP (`--admin-ip $(POD_IP)`), so one
+    /// ConfigMap serves every node. IPv4 or IPv6, without brackets.
+    #[arg(long, conflicts_with = "admin_listen")]
+    pub admin_ip: Option<std::net::IpAddr>,
     /// Threads serving the proxy and the daemon's tasks (tokio workers).
     /// Benchmarks set it to compare with other proxies' worker counts.
     #[arg(long, default_value_t = DEFAULT_WORKER_THREADS, value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -247,6 +252,7 @@ pub async fn main(cli: Cli) -> Result<Exit> {
                 pin_dir: args.pin_dir,
                 state_dir: args.state_dir,
                 admin_listen: args.admin_listen,
+                admin_ip: args.admin_ip,
             })
             .await?;
             Ok(Exit::Ok)
@@ -343,8 +349,22 @@ fn status(locations: &Locations, json: bool) -> Result<Exit> {
         )),
         Some(_) => {}
     }
-    if !control.armed() {
-        problems.push("the filter is not armed: it passes everything".to_string());
+    match &daemon {
+        // A running daemon's readiness is exactly what its /readyz says.
+        Some((status, true)) => {
+            let live: Vec<String> = links
+                .iter()
+                .filter(|l| l.live)
+                .map(|l| l.interface.clone())
+                .collect();
+            if let Err(reasons) = readiness(status, control.armed(), &live) {
+                problems.extend(reasons);
+            }
+        }
+        _ if !control.armed() => {
+            problems.push("the filter is not armed: it passes everything".to_string())
+        }
+        _ => {}
     }
     if links.is_empty() {
         problems.push("the filter is not attached to any interface".to_string());
@@ -356,9 +376,6 @@ fn status(locations: &Locations, json: bool) -> Result<Exit> {
         ));
     }
     if let Some((status, _)) = &daemon {
-        for set in status.sets.iter().filter(|s| !s.loaded) {
-            problems.push(format!("set `{}` is not loaded", set.name));
-        }
         if let Some(error) = &status.policy.last_error {
             problems.push(format!("the last policy update was refused: {error}"));
         }
@@ -834,58 +851,37 @@ fn config_check(file: &Path, json: bool) -> Result<Exit> {
     }
 }
 
-/// The interface that carries the IPv4 (or else IPv6) default route.
-pub fn default_route_interface() -> Result<String> {
-    let v4 = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
-    if let Some(name) = default_route_in_ipv4_table(&v4) {
-        return Ok(name);
-    }
-    let v6 = std::fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default();
-    if let Some(name) = default_route_in_ipv6_table(&v6) {
-        return Ok(name);
-    }
-    bail!("no default route found in /proc/net/route or /proc/net/ipv6_route; name one with --interface")
-}
-
-fn default_route_in_ipv4_table(table: &str) -> Option<String> {
-    table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        // Iface Destination Gateway Flags ... Mask
-        (fields.len() > 7 && fields[1] == "00000000" && fields[7] == "00000000")
-            .then(|| fields[0].to_string())
-    })
-}
-
-fn default_route_in_ipv6_table(table: &str) -> Option<String> {
-    table.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        (fields.len() == 10
-            && fields[0] == "00000000000000000000000000000000"
-            && fields[1] == "00"
-            && fields[9] != "lo")
-            .then(|| fields[9].to_string())
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn finds_the_ipv4_default_route_interface() {
-        let table =
-            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
-                     eth1\t0000A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
-                     eth0\t00000000\t0100A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n";
-        assert_eq!(default_route_in_ipv4_table(table).as_deref(), Some("eth0"));
-        assert_eq!(default_route_in_ipv4_table("Iface\tDestination\n"), None);
-    }
-
-    #[test]
-    fn finds_the_ipv6_default_route_interface_but_not_loopback() {
-        let table = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo\n\
-                     00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003     ens3\n";
-        assert_eq!(default_route_in_ipv6_table(table).as_deref(), Some("ens3"));
+    fn run_takes_the_admin_address_alone_but_not_beside_a_whole_listen_address() {
+        let ip = |argv: &[&str]| match Cli::try_parse_from(argv).map(|c| c.command) {
+            Ok(Command::Run(args)) => Ok(args.admin_ip),
+            Ok(other) => panic!("parsed as {other:?}"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(
+            ip(&["xdpgate", "run", "--admin-ip", "10.0.0.2"]),
+            Ok(Some("10.0.0.2".parse().unwrap()))
+        );
+        assert_eq!(
+            ip(&["xdpgate", "run", "--admin-ip", "2001:db8::2"]),
+            Ok(Some("2001:db8::2".parse().unwrap()))
+        );
+        let both = ip(&[
+            "xdpgate",
+            "run",
+            "--admin-ip",
+            "10.0.0.2",
+            "--admin-listen",
+            "10.0.0.2:1",
+        ])
+        .unwrap_err();
+        assert!(both.contains("--admin-listen"), "{both}");
+        let unexpanded = ip(&["xdpgate", "run", "--admin-ip", "$(POD_IP)"]).unwrap_err();
+        assert!(unexpanded.contains("$(POD_IP)"), "{unexpanded}");
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! The daemon's state as Prometheus metrics, in the OpenMetrics text format.
 //!
-//! [`render`] turns one [`DaemonStatus`] snapshot and one reading of the
-//! kernel's counters into a complete exposition; it keeps no state between
-//! scrapes, so every scrape shows exactly what the daemon knew at that moment.
-//! It builds a fresh `prometheus-client` registry per call with one collector
-//! that owns the snapshot, which gives the right `# TYPE` for each family
-//! (counters end in `_total`) without mirroring the status into long-lived
-//! atomics. Labels carry only names the operator chose or fixed vocabularies
+//! The daemon has one `prometheus-client` registry ([`daemon_registry`]):
+//! at its root a collector that reads one [`DaemonStatus`] snapshot and one
+//! reading of the kernel's counters at each scrape, so every scrape shows
+//! exactly what the daemon knew at that moment without mirroring the status
+//! into long-lived atomics; beside it the proxy's live request instruments,
+//! and the Ingress source's in the `ingress` sub-registry. [`render`] is the
+//! status part alone, for callers without a running daemon. Labels carry only names the operator chose or fixed vocabularies
 //! (set, interface, source kind, reason); never a URL, a path or an error text,
 //! which could hold a secret. Serving the text is the admin listener's job.
 use std::fmt::{self, Write as _};
@@ -34,6 +34,54 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// Every metric name starts with this, followed by `_`.
 const PREFIX: &str = "xdpgate";
 
+/// Reads the daemon's status and counters at scrape time; `None` when the
+/// daemon is gone (then the scrape holds only the live instruments).
+type ReadStatus = dyn Fn() -> Option<(DaemonStatus, Option<Counters>)> + Send + Sync;
+
+/// The daemon's registry: the status collector fed by `read`, the proxy's
+/// instruments beside it and the Ingress source's under `xdpgate_ingress_`.
+pub fn daemon_registry(
+    read: impl Fn() -> Option<(DaemonStatus, Option<Counters>)> + Send + Sync + 'static,
+    proxy: Option<&crate::proxy::metrics::ProxyMetrics>,
+    ingress: Option<&crate::ingress::metrics::IngressMetrics>,
+) -> Registry {
+    let mut registry = Registry::with_prefix(PREFIX);
+    registry.register_collector(Box::new(StatusCollector(Box::new(read))));
+    if let Some(proxy) = proxy {
+        proxy.register(&mut registry);
+    }
+    if let Some(ingress) = ingress {
+        ingress.register(registry.sub_registry_with_prefix("ingress"));
+    }
+    registry
+}
+
+/// The text exposition of `registry`, ending in `# EOF`.
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    // The encoder and the collectors only fail when the writer does, and
+    // writing into a String does not fail.
+    text::encode(&mut out, registry).expect("formatting into a String cannot fail");
+    out
+}
+
+struct StatusCollector(Box<ReadStatus>);
+
+impl fmt::Debug for StatusCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StatusCollector")
+    }
+}
+
+impl Collector for StatusCollector {
+    fn encode(&self, out: DescriptorEncoder) -> fmt::Result {
+        match (self.0)() {
+            Some((status, counters)) => Snapshot { status, counters }.encode(out),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Renders the status and, when they could be read, the kernel counters.
 ///
 /// With `counters` absent the per-reason packet and byte counters are left
@@ -45,11 +93,7 @@ pub fn render(status: &DaemonStatus, counters: Option<&Counters>) -> String {
         status: status.clone(),
         counters: counters.cloned(),
     }));
-    let mut out = String::new();
-    // The encoder and the collector only fail when the writer does, and
-    // writing into a String does not fail.
-    text::encode(&mut out, &registry).expect("formatting into a String cannot fail");
-    out
+    encode(&registry)
 }
 
 /// What one scrape reports; the registry wants a collector it can own.
@@ -532,6 +576,7 @@ mod tests {
                 last_error: Some("line 3: password: hunter2".into()),
             },
             ingress: None,
+            readiness: Default::default(),
         }
     }
 

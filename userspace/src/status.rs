@@ -43,6 +43,68 @@ pub struct DaemonStatus {
     /// The Ingress source, when `proxy.ingress` is configured.
     #[serde(default)]
     pub ingress: Option<IngressStatus>,
+    /// What readiness waits for besides the kernel and the sets.
+    #[serde(default)]
+    pub readiness: ReadinessStatus,
+}
+
+/// The daemon's own conditions for taking traffic; [`readiness`] reads them
+/// with the kernel's.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReadinessStatus {
+    /// The proxy's entrypoints are bound (true when there is no proxy).
+    pub entrypoints_bound: bool,
+    /// The Ingress sources delivered and their routes were applied (true
+    /// without `proxy.ingress`): a new node must not take traffic before it
+    /// knows the cluster's routes.
+    pub ingress_loaded: bool,
+    /// SIGTERM arrived: the daemon is shutting down.
+    pub draining: bool,
+}
+
+/// Whether the daemon should take traffic, and if not, every reason why, one
+/// sentence each. `armed` and `live_links` (interfaces whose pinned link
+/// still filters) are read from the kernel by the caller. `/readyz` and
+/// `xdpgate status` both ask this, so they never disagree.
+pub fn readiness(
+    status: &DaemonStatus,
+    armed: bool,
+    live_links: &[String],
+) -> Result<(), Vec<String>> {
+    let mut missing = Vec::new();
+    let flags = &status.readiness;
+    if flags.draining {
+        missing.push("draining: the daemon is shutting down".to_string());
+    }
+    if !flags.entrypoints_bound {
+        missing.push("the proxy's entrypoints are not bound yet".to_string());
+    }
+    if !flags.ingress_loaded {
+        missing.push(
+            "the Ingress routes are not loaded yet (files not read or the Kubernetes \
+             watch has not listed)"
+                .to_string(),
+        );
+    }
+    if !armed {
+        missing.push("the filter is not armed: it passes everything".to_string());
+    }
+    for interface in &status.interfaces {
+        if !live_links.contains(&interface.name) {
+            missing.push(format!("not attached to {}", interface.name));
+        }
+    }
+    if status.interfaces.is_empty() {
+        missing.push("not attached to any interface yet".to_string());
+    }
+    for set in status.sets.iter().filter(|s| !s.loaded) {
+        missing.push(format!("set `{}` is not loaded", set.name));
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(missing)
+    }
 }
 
 /// What the Ingress source contributes and what it could not use.

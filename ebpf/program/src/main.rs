@@ -2,7 +2,8 @@
 //! sources outside the allowed address sets, before the kernel allocates
 //! anything for them.
 //!
-//! It reads like the policy in docs/filter.md, in three steps. Parse: one
+//! It reads like the policy in docs/filter.md (docs/architecture.md walks a
+//! packet through it), in three steps. Parse: one
 //! forward pass over an advancing [`Cursor`], one function per header in the
 //! shape of xdp-tools' `parsing_helpers.h` (`eth`, `vlans`, `ipv4`, `ipv6`,
 //! `transport`), ending in a [`Shape`]. Then read the control word and the

@@ -7,7 +7,7 @@ use super::{
     tests::{assert_at, dedent, ORIGIN},
     ConfigError,
 };
-use crate::ingress::{IngressConfig, KubernetesConfig};
+use crate::proxy::{IngressConfig, KubernetesConfig};
 
 const REST: &str = "\
 filter:

@@ -36,11 +36,12 @@ mod read;
 mod tests;
 #[cfg(test)]
 mod tunnels_tests;
+mod values;
 mod yaml;
 
 /// The name and address rules the Ingress translation shares with the file.
 pub(crate) use proxy::{route_host, route_path, target};
-pub(crate) use read::{valid_name, MAX_NAME};
+pub(crate) use values::{valid_name, MAX_NAME};
 
 /// The built-in configuration: Cloudflare's ranges may connect to TCP 80
 /// and 443 on the default-route interface, and nothing else is filtered.

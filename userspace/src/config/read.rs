@@ -8,6 +8,7 @@ use tracing_subscriber::{filter::LevelFilter, EnvFilter};
 
 use super::{
     proxy::{read_proxy, Surroundings},
+    values::{boolean, duration, file_path, suggest, valid_name, MAX_NAME},
     yaml::{closest_name, Node, Val},
     AdminConfig, Config, ConfigError, FilterConfig, LogConfig, MIN_WATCH_INTERVAL,
 };
@@ -16,10 +17,6 @@ use crate::{
     policy::{parse_net, Binding, PortRange, Tunnels},
     sets::{CloudflareSpec, SetSpec, SourceSpec, DEFAULT_MAX_SHRINK},
 };
-
-/// A name (of a set, an entrypoint, a service, a route) becomes a metric
-/// label value, and a set's name a file name.
-pub(crate) const MAX_NAME: usize = 64;
 /// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
 const MAX_INTERFACE_NAME: usize = 15;
 /// A refresh more often than this would hammer the API for nothing.
@@ -264,16 +261,6 @@ fn read_sets(v: Val, path: &str) -> Result<Vec<SetSpec>, ConfigError> {
     Ok(sets)
 }
 
-/// 1-[`MAX_NAME`] letters, digits, `_`, `-` or `.`, and not `.` or `..`.
-pub(crate) fn valid_name(name: &str) -> bool {
-    (1..=MAX_NAME).contains(&name.len())
-        && name != "."
-        && name != ".."
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-}
-
 /// One set: the union of its sources, inline CIDRs first, then files in the
 /// order given, then Cloudflare's ranges.
 fn read_set(name: &str, v: Val, path: &str) -> Result<SetSpec, ConfigError> {
@@ -411,32 +398,6 @@ fn names(v: Val, path: &str) -> Result<Vec<String>, ConfigError> {
         .collect()
 }
 
-pub(super) fn file_path(v: Val, path: &str) -> Result<PathBuf, ConfigError> {
-    let text = v.text(path, "a path")?;
-    if text.trim().is_empty() {
-        return Err(v.error(path, "the path is empty"));
-    }
-    Ok(PathBuf::from(text))
-}
-
-pub(super) fn duration(v: Val, path: &str) -> Result<Duration, ConfigError> {
-    let text = v.text(path, "a duration like 500ms or 6h")?;
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        v.error(
-            path,
-            format!("`{text}` is not a duration like 500ms, 30s or 6h: {e}"),
-        )
-    })
-}
-
-pub(super) fn boolean(v: Val, path: &str) -> Result<bool, ConfigError> {
-    match v.text(path, "true or false")? {
-        "true" | "True" | "TRUE" => Ok(true),
-        "false" | "False" | "FALSE" => Ok(false),
-        other => Err(v.error(path, format!("`{other}` is not true or false"))),
-    }
-}
-
 fn fraction(v: Val, path: &str) -> Result<f64, ConfigError> {
     let text = v.text(path, "a number from 0 to 1")?;
     match text.trim().parse::<f64>() {
@@ -449,11 +410,4 @@ fn fraction(v: Val, path: &str) -> Result<f64, ConfigError> {
             ),
         )),
     }
-}
-
-/// ` (did you mean `x`?)` when `wanted` looks like a typo of one of `known`.
-pub(super) fn suggest(wanted: &str, known: &[&str]) -> String {
-    closest_name(wanted, known.iter().copied())
-        .map(|near| format!(" (did you mean `{near}`?)"))
-        .unwrap_or_default()
 }

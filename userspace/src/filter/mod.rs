@@ -30,6 +30,9 @@ use crate::policy::CompiledPolicy;
 
 pub mod bpfsys;
 pub mod pins;
+pub mod route;
+
+pub use route::default_route_interface;
 
 pub use pins::{detach_pinned, PinLayout, PinnedFilter};
 

@@ -21,7 +21,8 @@ use kube::{
 };
 use tokio::sync::watch;
 
-use super::{key_of, metrics::IngressMetrics, KubernetesConfig, ObjectKey, Objects};
+use super::{key_of, metrics::IngressMetrics, ObjectKey, Objects};
+use crate::proxy::KubernetesConfig;
 
 /// What the Kubernetes source holds now.
 #[derive(Clone, Debug, Default, PartialEq)]

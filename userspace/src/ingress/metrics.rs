@@ -3,7 +3,7 @@
 //! the Kubernetes watch's reconnects and relists. Labels carry only fixed
 //! words (source, kind, reason), never object content.
 use prometheus_client::{
-    encoding::{text::encode, EncodeLabelSet},
+    encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
@@ -29,7 +29,6 @@ pub struct IngressMetrics {
     pub watch_reconnects: Counter,
     pub watch_relists: Counter,
     pub source_errors: Gauge,
-    registry: Registry,
 }
 
 impl Default for IngressMetrics {
@@ -40,8 +39,7 @@ impl Default for IngressMetrics {
 
 impl IngressMetrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("xdpgate_ingress");
-        let metrics = IngressMetrics {
+        IngressMetrics {
             objects: Family::default(),
             invalid: Family::default(),
             conflicts: Gauge::default(),
@@ -49,8 +47,12 @@ impl IngressMetrics {
             watch_reconnects: Counter::default(),
             watch_relists: Counter::default(),
             source_errors: Gauge::default(),
-            registry: Registry::default(),
-        };
+        }
+    }
+
+    /// Registers every instrument in `registry` (the daemon's `ingress` sub-registry).
+    pub fn register(&self, registry: &mut Registry) {
+        let metrics = self;
         registry.register(
             "objects",
             "Objects held by each Ingress source, by kind",
@@ -86,18 +88,5 @@ impl IngressMetrics {
             "Source problems now (unreadable files, a failing watch)",
             metrics.source_errors.clone(),
         );
-        IngressMetrics {
-            registry,
-            ..metrics
-        }
-    }
-
-    /// The text exposition of these metrics, without the final `# EOF`.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        if encode(&mut out, &self.registry).is_err() {
-            return String::new();
-        }
-        out.strip_suffix("# EOF\n").unwrap_or(&out).to_string()
     }
 }

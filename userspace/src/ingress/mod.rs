@@ -7,9 +7,12 @@
 //! daemon hands the merged configuration to `Proxy::reload` whenever either
 //! side changes.
 //!
+//! Its settings, [`IngressConfig`], are part of the proxy's configuration
+//! (`crate::proxy::config`), like every other route source's.
+//!
 //! What an Ingress means is decided in one place, [`translate`], as a pure
 //! function of the objects, so that both sources and the tests share it.
-use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::{core::v1::Secret, discovery::v1::EndpointSlice, networking::v1::Ingress};
 
@@ -23,65 +26,6 @@ pub mod source;
 pub mod translate;
 #[cfg(test)]
 mod translate_tests;
-
-/// `proxy.ingress`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct IngressConfig {
-    /// Ingresses whose `spec.ingressClassName` (or legacy
-    /// `kubernetes.io/ingress.class` annotation) is this are ours.
-    pub class: String,
-    /// Entrypoints the Ingress routes serve; empty = every one that does not
-    /// redirect.
-    pub entrypoints: Vec<String>,
-    /// The TLS entrypoint that gets the certificates of `spec.tls`; default
-    /// the first TLS entrypoint. `None`: there is none, `spec.tls` is reported.
-    pub tls_entrypoint: Option<String>,
-    /// Upstreams are the ready endpoints of the Service's EndpointSlices
-    /// instead of its cluster DNS name.
-    pub endpoint_slices: bool,
-    /// A directory of YAML files holding Ingress, Secret and EndpointSlice
-    /// objects.
-    pub files: Option<PathBuf>,
-    /// How often the files are looked at. Default 1s.
-    pub poll_interval: Duration,
-    /// Watch the API server.
-    pub kubernetes: Option<KubernetesConfig>,
-}
-
-impl IngressConfig {
-    pub fn new(class: &str) -> Self {
-        IngressConfig {
-            class: class.to_string(),
-            entrypoints: Vec::new(),
-            tls_entrypoint: None,
-            endpoint_slices: false,
-            files: None,
-            poll_interval: Duration::from_secs(1),
-            kubernetes: None,
-        }
-    }
-}
-
-/// `proxy.ingress.kubernetes`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct KubernetesConfig {
-    /// A kubeconfig file; `None` uses the in-cluster service account.
-    pub kubeconfig: Option<PathBuf>,
-    /// Namespaces watched; empty = all.
-    pub namespaces: Vec<String>,
-    /// Every object is listed again this often, on top of the watch.
-    pub resync: Duration,
-}
-
-impl Default for KubernetesConfig {
-    fn default() -> Self {
-        KubernetesConfig {
-            kubeconfig: None,
-            namespaces: Vec::new(),
-            resync: Duration::from_secs(300),
-        }
-    }
-}
 
 /// `(namespace, name)`.
 pub type ObjectKey = (String, String);

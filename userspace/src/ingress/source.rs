@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::{files::FileSource, kube, metrics::ObjectLabels, IngressConfig, Objects};
-use crate::ingress::metrics::IngressMetrics;
+use super::{files::FileSource, kube, metrics::ObjectLabels, Objects};
+use crate::{ingress::metrics::IngressMetrics, proxy::IngressConfig};
 
 /// Both sources' objects, and what is wrong with the sources themselves.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -32,7 +32,8 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::Time,
 };
 
-use super::{IngressConfig, ObjectKey, Objects};
+use super::{ObjectKey, Objects};
+use crate::proxy::IngressConfig;
 use crate::{
     config::{route_host, route_path, target, valid_name, MAX_NAME},
     proxy::{PathType, RouteConfig, ServiceConfig},

@@ -10,9 +10,9 @@ use super::{
     files::parse,
     merge::merge,
     translate::{translate, Translation, MIDDLEWARES_ANNOTATION},
-    IngressConfig, Objects,
+    Objects,
 };
-use crate::proxy::{tls::check_pair, PathType, ProxyConfig, RouteConfig};
+use crate::proxy::{tls::check_pair, IngressConfig, PathType, ProxyConfig, RouteConfig};
 
 /// The reference deployment's Ingresses as docs/migrating.md shows them, with
 /// the class switched to xdpgate and an origin certificate Secret.

@@ -3,12 +3,12 @@
 //! router and service, open connections, TLS handshake errors, upstream
 //! errors by kind, and certificate expiry.
 //!
-//! These are live instruments (updated per request), kept in their own
-//! registry and appended to the daemon's scrape by [`crate::metrics`].
+//! These are live instruments (updated per request); [`ProxyMetrics::register`]
+//! puts them in the daemon's one registry ([`crate::metrics::daemon_registry`]).
 use std::sync::Mutex;
 
 use prometheus_client::{
-    encoding::{text::encode, EncodeLabelSet},
+    encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
@@ -104,7 +104,6 @@ fn duration_histogram() -> Histogram {
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 pub struct ProxyMetrics {
-    registry: Registry,
     pub entrypoint_requests: Family<EntrypointLabels, Counter>,
     pub entrypoint_duration: HistogramFamily<EntrypointOnly>,
     pub router_requests: Family<RouterLabels, Counter>,
@@ -132,8 +131,7 @@ impl Default for ProxyMetrics {
 
 impl ProxyMetrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("xdpgate");
-        let metrics = ProxyMetrics {
+        ProxyMetrics {
             entrypoint_requests: Family::default(),
             entrypoint_duration: Family::new_with_constructor(
                 duration_histogram as fn() -> Histogram,
@@ -152,8 +150,12 @@ impl ProxyMetrics {
             rate_limit_keys: Family::default(),
             middleware_file_errors: Family::default(),
             cert_lock: Mutex::new(()),
-            registry: Registry::default(),
-        };
+        }
+    }
+
+    /// Registers every instrument in `registry` (the daemon's, prefix `xdpgate`).
+    pub fn register(&self, registry: &mut Registry) {
+        let metrics = self;
         registry.register(
             "entrypoint_requests",
             "Requests received per entrypoint, status code, method and protocol",
@@ -232,10 +234,6 @@ impl ProxyMetrics {
              the old contents stay",
             metrics.middleware_file_errors.clone(),
         );
-        ProxyMetrics {
-            registry,
-            ..metrics
-        }
     }
 
     /// Replaces the certificate gauges with `certs` (entrypoint, names,
@@ -261,15 +259,6 @@ impl ProxyMetrics {
                 .get_or_create(&EntrypointOnly { entrypoint })
                 .set(count as i64);
         }
-    }
-
-    /// The text exposition of these metrics, without the final `# EOF`.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        if encode(&mut out, &self.registry).is_err() {
-            return String::new();
-        }
-        out.strip_suffix("# EOF\n").unwrap_or(&out).to_string()
     }
 }
 
@@ -305,7 +294,9 @@ mod tests {
             )],
             [("websecure".to_string(), 2)],
         );
-        let text = metrics.encode();
+        let mut registry = Registry::with_prefix("xdpgate");
+        metrics.register(&mut registry);
+        let text = crate::metrics::encode(&registry);
         assert!(text.contains(
             "xdpgate_entrypoint_requests_total{entrypoint=\"websecure\",code=\"200\",method=\"GET\",protocol=\"http\"} 1"
         ), "{text}");
@@ -313,6 +304,5 @@ mod tests {
         assert!(text.contains(
             "xdpgate_tls_certs_not_after{entrypoint=\"websecure\",names=\"a.example\",default=\"true\"} 1900000000"
         ), "{text}");
-        assert!(!text.contains("# EOF"));
     }
 }

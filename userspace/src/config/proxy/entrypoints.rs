@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use super::{check_name, requests, targets::listen_overlap, timeout, unknown, Place};
 use crate::{
     config::{
-        read::file_path,
+        values::file_path,
         yaml::{Val, Value},
         ConfigError,
     },

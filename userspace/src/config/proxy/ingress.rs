@@ -9,11 +9,11 @@ use std::time::Duration;
 use super::{entrypoints::Entrypoint, unknown};
 use crate::{
     config::{
-        read::{boolean, duration, file_path, valid_name},
+        values::{boolean, duration, file_path, valid_name},
         yaml::Val,
         ConfigError,
     },
-    ingress::{IngressConfig, KubernetesConfig},
+    proxy::{IngressConfig, KubernetesConfig},
 };
 
 /// The class written in `spec.ingressClassName` when none is configured.

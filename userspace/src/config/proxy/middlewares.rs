@@ -13,7 +13,7 @@ use hyper::header::{HeaderName, HeaderValue};
 use super::{check_name, targets::route_path, unknown};
 use crate::{
     config::{
-        read::{boolean, duration, file_path, suggest},
+        values::{boolean, duration, file_path, suggest},
         yaml::Val,
         ConfigError,
     },

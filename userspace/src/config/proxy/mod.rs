@@ -9,7 +9,7 @@
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use super::{
-    read::{boolean, duration, file_path, valid_name, MAX_NAME},
+    values::{boolean, duration, file_path, valid_name, MAX_NAME},
     yaml::{closest_name, Table, Val},
     ConfigError,
 };

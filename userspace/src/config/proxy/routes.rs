@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     config::{
-        read::{boolean, duration, suggest},
+        values::{boolean, duration, suggest},
         yaml::Val,
         ConfigError,
     },
