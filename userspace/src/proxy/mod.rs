@@ -5,6 +5,7 @@
 //! peers). It knows nothing of XDP.
 pub mod access_log;
 pub mod config;
+mod connections;
 pub mod forwarded;
 pub mod metrics;
 pub mod middleware;

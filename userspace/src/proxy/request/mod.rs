@@ -22,11 +22,12 @@ use hyper_util::rt::TokioIo;
 
 use super::{
     access_log::AccessRecord,
+    connections::Activity,
     forwarded::{self, Forwarding},
     metrics::{ProxyErrorLabels, UpstreamErrorLabels},
     middleware::RequestContext,
     routing::Route,
-    server::{Activity, ProxyState, Shared},
+    server::{ProxyState, Shared},
     upstream::{ProxyBody, Upstream},
     EntrypointConfig, PathPolicy,
 };
@@ -190,18 +191,16 @@ fn sanitize<B>(request: &mut Request<B>, policy: &PathPolicy) -> Result<String, 
     let std::borrow::Cow::Owned(normal) = normalized else {
         return Ok(request.uri().path().to_string());
     };
-    {
-        let path_and_query = match request.uri().query() {
-            Some(query) => format!("{normal}?{query}"),
-            None => normal.clone(),
-        };
-        let mut parts = request.uri().clone().into_parts();
-        parts.path_and_query = Some(path_and_query.parse().map_err(|e| {
-            ProxyError::internal("path", format!("the normalised path does not parse: {e}"))
-        })?);
-        *request.uri_mut() = Uri::from_parts(parts)
-            .map_err(|e| ProxyError::internal("path", format!("rebuilding the URI: {e}")))?;
-    }
+    let path_and_query = match request.uri().query() {
+        Some(query) => format!("{normal}?{query}"),
+        None => normal.clone(),
+    };
+    let mut parts = request.uri().clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse().map_err(|e| {
+        ProxyError::internal("path", format!("the normalised path does not parse: {e}"))
+    })?);
+    *request.uri_mut() = Uri::from_parts(parts)
+        .map_err(|e| ProxyError::internal("path", format!("rebuilding the URI: {e}")))?;
     Ok(normal)
 }
 

@@ -19,10 +19,11 @@ use hyper::{
 use super::ConnInfo;
 use crate::proxy::{
     access_log::AccessRecord,
+    connections::Activity,
     metrics::{
         EntrypointLabels, EntrypointOnly, RouterLabels, RouterOnly, ServiceLabels, ServiceOnly,
     },
-    server::{Activity, Shared},
+    server::Shared,
     upstream::ProxyBody,
 };
 
