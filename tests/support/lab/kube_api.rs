@@ -1,7 +1,9 @@
 //! A stand-in Kubernetes API server for the Ingress watch: plain HTTP on
 //! 127.0.0.1 in the server namespace, serving list and watch (chunked JSON
-//! events, one per line) of Ingresses, Secrets and EndpointSlices across all
-//! namespaces, from objects the test puts, changes and deletes. It can also
+//! events, one per line) of the kinds in [`KINDS`] (one line per kind)
+//! across all namespaces, from objects the test puts, changes and deletes.
+//! Status updates (PUT or PATCH on `.../<name>/status`) are applied to the
+//! object and recorded for the test to read. It can also
 //! misbehave on cue: cut every open watch in the middle of an event, and
 //! answer the next watch with `410 Gone` (an `ERROR` event with an `Expired`
 //! Status, as a real API server does when the resource version is too old),
@@ -26,26 +28,40 @@ use tokio::sync::watch;
 
 use super::net::{in_netns, runtime_for};
 
-/// `(path, list kind, apiVersion)` of the kinds served.
-const KINDS: [(&str, &str, &str); 3] = [
-    (
-        "/apis/networking.k8s.io/v1/ingresses",
-        "IngressList",
-        "networking.k8s.io/v1",
-    ),
-    ("/api/v1/secrets", "SecretList", "v1"),
-    (
-        "/apis/discovery.k8s.io/v1/endpointslices",
-        "EndpointSliceList",
-        "discovery.k8s.io/v1",
-    ),
+/// The kinds served, `(kind, apiVersion, plural)`: add a kind with a line.
+pub const KINDS: &[(&str, &str, &str)] = &[
+    ("Ingress", "networking.k8s.io/v1", "ingresses"),
+    ("Secret", "v1", "secrets"),
+    ("EndpointSlice", "discovery.k8s.io/v1", "endpointslices"),
+    ("IngressClass", "networking.k8s.io/v1", "ingressclasses"),
+    ("Middleware", "traefik.io/v1alpha1", "middlewares"),
+    ("Middleware", "traefik.containo.us/v1alpha1", "middlewares"),
 ];
+
+/// Where a kind is listed and watched across all namespaces.
+fn collection_path(api_version: &str, plural: &str) -> String {
+    match api_version {
+        "v1" => format!("/api/v1/{plural}"),
+        group => format!("/apis/{group}/{plural}"),
+    }
+}
+
+/// A status update the daemon sent: which object, and the body.
+#[derive(Clone, Debug)]
+pub struct StatusUpdate {
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+    pub method: String,
+    pub body: Value,
+}
 
 #[derive(Default)]
 struct Store {
     rv: u64,
     /// Per kind (index into `KINDS`): `(namespace, name)` → object.
-    objects: [BTreeMap<(String, String), Value>; 3],
+    objects: Vec<BTreeMap<(String, String), Value>>,
+    status_updates: Vec<StatusUpdate>,
     /// Every change: `(resourceVersion, kind, type, object)`.
     events: Vec<(u64, usize, &'static str, Value)>,
 }
@@ -57,8 +73,8 @@ struct Shared {
     /// Bumped to cut every open watch mid-event.
     cut: watch::Sender<u64>,
     gone_next: AtomicBool,
-    lists: [AtomicU64; 3],
-    watches: [AtomicU64; 3],
+    lists: Vec<AtomicU64>,
+    watches: Vec<AtomicU64>,
 }
 
 pub struct KubeApi {
@@ -68,12 +84,11 @@ pub struct KubeApi {
 }
 
 fn kind_of(object: &Value) -> usize {
-    match object["kind"].as_str() {
-        Some("Ingress") => 0,
-        Some("Secret") => 1,
-        Some("EndpointSlice") => 2,
-        other => panic!("the stand-in API serves no kind {other:?}"),
-    }
+    let (kind, api_version) = (object["kind"].as_str(), object["apiVersion"].as_str());
+    KINDS
+        .iter()
+        .position(|(k, v, _)| Some(*k) == kind && Some(*v) == api_version)
+        .unwrap_or_else(|| panic!("the stand-in API serves no {kind:?} in {api_version:?}"))
 }
 
 fn key_of(object: &Value) -> (String, String) {
@@ -92,12 +107,15 @@ impl KubeApi {
         });
         let (runtime, listener) = runtime_for(listener, 1);
         let shared = Arc::new(Shared {
-            store: Mutex::new(Store::default()),
+            store: Mutex::new(Store {
+                objects: vec![BTreeMap::new(); KINDS.len()],
+                ..Store::default()
+            }),
             changed: watch::Sender::new(0),
             cut: watch::Sender::new(0),
             gone_next: AtomicBool::new(false),
-            lists: Default::default(),
-            watches: Default::default(),
+            lists: KINDS.iter().map(|_| AtomicU64::new(0)).collect(),
+            watches: KINDS.iter().map(|_| AtomicU64::new(0)).collect(),
         });
         runtime.spawn(serve(listener, shared.clone()));
         KubeApi {
@@ -169,6 +187,17 @@ impl KubeApi {
         self.shared.gone_next.store(true, Ordering::SeqCst);
     }
 
+    /// Every status update received so far, oldest first.
+    pub fn status_updates(&self) -> Vec<StatusUpdate> {
+        self.shared.store.lock().unwrap().status_updates.clone()
+    }
+
+    /// The object as the stand-in holds it now (with any status written).
+    pub fn get(&self, like: &Value) -> Option<Value> {
+        let store = self.shared.store.lock().unwrap();
+        store.objects[kind_of(like)].get(&key_of(like)).cloned()
+    }
+
     /// `(lists, watches)` served for Ingresses so far.
     pub fn ingress_requests(&self) -> (u64, u64) {
         (
@@ -197,7 +226,16 @@ async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(answer(&shared, &request)) }
+                async move {
+                    let (parts, body) = request.into_parts();
+                    let body = body
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    let request = Request::from_parts(parts, body);
+                    Ok::<_, Infallible>(answer(&shared, &request))
+                }
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), service)
@@ -214,8 +252,11 @@ fn json_response(status: u16, body: &Value) -> Response<Body> {
         .expect("response")
 }
 
-fn answer(shared: &Arc<Shared>, request: &Request<hyper::body::Incoming>) -> Response<Body> {
+fn answer(shared: &Arc<Shared>, request: &Request<Bytes>) -> Response<Body> {
     let path = request.uri().path();
+    if path.ends_with("/status") && matches!(request.method().as_str(), "PUT" | "PATCH") {
+        return write_status(shared, request);
+    }
     let query: BTreeMap<String, String> = request
         .uri()
         .query()
@@ -224,7 +265,10 @@ fn answer(shared: &Arc<Shared>, request: &Request<hyper::body::Incoming>) -> Res
         .filter_map(|pair| pair.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let Some(kind) = KINDS.iter().position(|(p, ..)| *p == path) else {
+    let Some(kind) = KINDS
+        .iter()
+        .position(|(_, v, plural)| collection_path(v, plural) == path)
+    else {
         return json_response(
             404,
             &json!({ "kind": "Status", "code": 404, "message": path }),
@@ -234,7 +278,8 @@ fn answer(shared: &Arc<Shared>, request: &Request<hyper::body::Incoming>) -> Res
     if !watching {
         shared.lists[kind].fetch_add(1, Ordering::SeqCst);
         let store = shared.store.lock().unwrap();
-        let (_, list_kind, api_version) = KINDS[kind];
+        let (kind_name, api_version, _) = KINDS[kind];
+        let list_kind = format!("{kind_name}List");
         let items: Vec<Value> = store.objects[kind].values().cloned().collect();
         return json_response(
             200,
@@ -267,6 +312,60 @@ fn answer(shared: &Arc<Shared>, request: &Request<hyper::body::Incoming>) -> Res
             .expect("response");
     }
     watch_stream(shared.clone(), kind, from)
+}
+
+/// `PUT` or `PATCH` (merge) of `/apis/<group>/<version>/namespaces/<ns>/
+/// <plural>/<name>/status`: the object's status becomes the body's, and a
+/// `MODIFIED` event goes out, as from a real API server.
+fn write_status(shared: &Arc<Shared>, request: &Request<Bytes>) -> Response<Body> {
+    let path = request.uri().path();
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // [apis, group, version, namespaces, ns, plural, name, status] or the
+    // same without the group for the core API.
+    let found = KINDS.iter().position(|(_, v, plural)| {
+        let prefix = collection_path(v, "").trim_matches('/').to_string();
+        path.trim_matches('/').starts_with(&prefix)
+            && parts.len() >= 4
+            && parts[parts.len() - 3] == *plural
+            && parts[parts.len() - 5] == "namespaces"
+    });
+    let Some(kind) = found else {
+        return json_response(
+            404,
+            &json!({ "kind": "Status", "code": 404, "message": path }),
+        );
+    };
+    let namespace = parts[parts.len() - 4].to_string();
+    let name = parts[parts.len() - 2].to_string();
+    let Ok(body) = serde_json::from_slice::<Value>(request.body()) else {
+        return json_response(
+            400,
+            &json!({ "kind": "Status", "code": 400, "message": "body" }),
+        );
+    };
+    let mut store = shared.store.lock().unwrap();
+    store.status_updates.push(StatusUpdate {
+        kind: KINDS[kind].0,
+        namespace: namespace.clone(),
+        name: name.clone(),
+        method: request.method().to_string(),
+        body: body.clone(),
+    });
+    store.rv += 1;
+    let rv = store.rv;
+    let Some(object) = store.objects[kind].get_mut(&(namespace, name)) else {
+        return json_response(
+            404,
+            &json!({ "kind": "Status", "code": 404, "message": path }),
+        );
+    };
+    object["status"] = body["status"].clone();
+    object["metadata"]["resourceVersion"] = json!(rv.to_string());
+    let object = object.clone();
+    store.events.push((rv, kind, "MODIFIED", object.clone()));
+    drop(store);
+    shared.changed.send_modify(|n| *n += 1);
+    json_response(200, &object)
 }
 
 /// Events of `kind` after `from`, then each new one as it happens, until the

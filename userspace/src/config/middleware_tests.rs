@@ -35,6 +35,7 @@ fn the_design_sketch_middlewares_parse_in_route_order() {
             burst: 200,
             ipv6_subnet: None,
             max_keys: 65536,
+            source: Default::default(),
         })
     );
     let MiddlewareConfig::SecurityHeaders(headers) = &p.middlewares["headers"] else {
@@ -76,6 +77,7 @@ fn every_kind_reads_its_settings() {
                 "192.0.2.0/24".parse().unwrap(),
                 "2001:db8::1/128".parse().unwrap()
             ],
+            source: Default::default(),
         })
     );
     assert_eq!(

@@ -1,5 +1,5 @@
-//! The files source: a directory of YAML files holding Ingress, Secret and
-//! EndpointSlice objects (several documents per file, `kind: List` too),
+//! The files source: a directory of YAML files holding Ingress, Secret,
+//! EndpointSlice and Traefik Middleware objects (several documents per file, `kind: List` too),
 //! looked at every `poll_interval`. A file is re-read when its identity,
 //! size or modification time changes, as the daemon does for its own config.
 //! A file that does not parse is reported with its name and line, and the
@@ -13,7 +13,11 @@ use std::{
     time::SystemTime,
 };
 
-use k8s_openapi::api::{core::v1::Secret, discovery::v1::EndpointSlice, networking::v1::Ingress};
+use k8s_openapi::api::{
+    core::v1::Secret,
+    discovery::v1::EndpointSlice,
+    networking::v1::{Ingress, IngressClass},
+};
 use serde::de::DeserializeOwned;
 
 use super::{key_of, Objects};
@@ -214,6 +218,23 @@ fn add(value: serde_yaml::Value, objects: &mut Objects) -> Result<(), String> {
                 .endpoint_slices
                 .insert(key_of(&slice.metadata), slice);
         }
+        "IngressClass" => {
+            let class: IngressClass = typed(value, &kind)?;
+            objects
+                .ingress_classes
+                .insert(key_of(&class.metadata), class);
+        }
+        "Middleware" => {
+            let json = serde_json::to_value(&value).map_err(|e| format!("Middleware: {e}"))?;
+            // Other groups' Middleware kinds are not ours, like other kinds.
+            if let Some((key, middleware)) = super::traefik::TraefikMiddleware::from_value(&json) {
+                objects.middlewares.insert(key, middleware);
+            } else if super::traefik::API_VERSIONS
+                .contains(&json["apiVersion"].as_str().unwrap_or(""))
+            {
+                return Err("Middleware has no metadata.name".to_string());
+            }
+        }
         _ => {}
     }
     Ok(())
@@ -240,7 +261,7 @@ macro_rules! has_meta {
         }
     )*};
 }
-has_meta!(Ingress, Secret, EndpointSlice);
+has_meta!(Ingress, Secret, EndpointSlice, IngressClass);
 
 #[cfg(test)]
 mod tests {

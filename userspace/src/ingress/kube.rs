@@ -13,15 +13,25 @@
 use std::{collections::BTreeMap, pin::Pin, sync::Arc};
 
 use futures_util::{Stream, StreamExt as _};
-use k8s_openapi::api::{core::v1::Secret, discovery::v1::EndpointSlice, networking::v1::Ingress};
+use k8s_openapi::api::{
+    core::v1::Secret,
+    discovery::v1::EndpointSlice,
+    networking::v1::{Ingress, IngressClass},
+};
 use kube::{
+    api::{ApiResource, DynamicObject, GroupVersionKind},
     config::{KubeConfigOptions, Kubeconfig},
     runtime::{utils::Backoff, watcher, WatchStreamExt as _},
     Api, Client,
 };
 use tokio::sync::watch;
 
-use super::{key_of, metrics::IngressMetrics, ObjectKey, Objects};
+use super::{
+    key_of,
+    metrics::IngressMetrics,
+    traefik::{TraefikMiddleware, API_VERSIONS},
+    ObjectKey, Objects,
+};
 use crate::proxy::KubernetesConfig;
 
 /// What the Kubernetes source holds now.
@@ -86,13 +96,22 @@ async fn client(config: &KubernetesConfig) -> anyhow::Result<Client> {
 enum Kind {
     Ingress,
     Secret,
+    /// Secrets that may hold basic-auth users (not TLS ones).
+    AuthSecret,
     EndpointSlice,
+    /// Traefik's Middleware, in `traefik::API_VERSIONS[i]`.
+    Middleware(usize),
+    /// Cluster-wide: one watch whatever the namespaces.
+    IngressClass,
 }
 
 enum Change {
     Ingress(watcher::Event<Ingress>),
     Secret(watcher::Event<Secret>),
+    AuthSecret(watcher::Event<Secret>),
     Slice(watcher::Event<EndpointSlice>),
+    Middleware(usize, watcher::Event<DynamicObject>),
+    IngressClass(watcher::Event<IngressClass>),
 }
 
 type Changes = Pin<Box<dyn Stream<Item = (usize, Result<Change, watcher::Error>)> + Send>>;
@@ -119,10 +138,12 @@ impl Watches {
         } else {
             config.namespaces.iter().cloned().map(Some).collect()
         };
-        let mut kinds = vec![Kind::Ingress, Kind::Secret];
+        let mut kinds = vec![Kind::Ingress, Kind::Secret, Kind::AuthSecret];
         if endpoint_slices {
             kinds.push(Kind::EndpointSlice);
         }
+        kinds.extend((0..API_VERSIONS.len()).map(Kind::Middleware));
+        kinds.push(Kind::IngressClass);
         Watches {
             scopes,
             kinds,
@@ -139,8 +160,13 @@ impl Watches {
     ) {
         let mut streams: Vec<Changes> = Vec::new();
         let mut ids: Vec<(Kind, Option<String>)> = Vec::new();
-        for scope in &self.scopes {
+        for (s, scope) in self.scopes.iter().enumerate() {
             for kind in &self.kinds {
+                let scope = match kind {
+                    Kind::IngressClass if s > 0 => continue,
+                    Kind::IngressClass => &None,
+                    _ => scope,
+                };
                 let id = ids.len();
                 ids.push((*kind, scope.clone()));
                 streams.push(stream(client, *kind, scope.as_deref(), id));
@@ -162,6 +188,26 @@ impl Watches {
             let (kind, scope) = &ids[id];
             let state = &mut progress[id];
             let publish = match change {
+                // A Middleware group whose CRD is not installed holds no
+                // objects; it must not keep the source from being ready.
+                Err(e) if matches!(kind, Kind::Middleware(_)) && not_found(&e) => {
+                    let first = !state.listed || state.error.is_some();
+                    if first {
+                        tracing::info!(
+                            "{kind:?}: the API server does not serve this group (CRD not \
+                             installed); taken as empty"
+                        );
+                    }
+                    state.listed = true;
+                    state.error = None;
+                    if let Kind::Middleware(group) = kind {
+                        objects.middlewares.retain(|key, m| {
+                            m.api_version != API_VERSIONS[*group]
+                                || scope.as_ref().is_some_and(|ns| &key.0 != ns)
+                        });
+                    }
+                    first
+                }
                 Err(e) => {
                     metrics.watch_reconnects.inc();
                     let message = format!(
@@ -213,7 +259,8 @@ fn stream(client: &Client, kind: Kind, namespace: Option<&str>, id: usize) -> Ch
             .backoff(WatchBackoff::default())
             .map(move |e| (id, e.map(Change::Ingress)))
             .boxed(),
-        // Only TLS Secrets: the proxy has no business seeing the others.
+        // Only TLS Secrets here: the proxy has no business seeing most
+        // others.
         Kind::Secret => watcher(
             api::<Secret>(client, namespace),
             config.fields("type=kubernetes.io/tls"),
@@ -221,11 +268,72 @@ fn stream(client: &Client, kind: Kind, namespace: Option<&str>, id: usize) -> Ch
         .backoff(WatchBackoff::default())
         .map(move |e| (id, e.map(Change::Secret)))
         .boxed(),
+        // basicAuth users: only the kinds of Secret Traefik reads them from
+        // are kept (see `auth_secret`).
+        Kind::AuthSecret => watcher(
+            api::<Secret>(client, namespace),
+            config.fields("type!=kubernetes.io/tls,type!=kubernetes.io/service-account-token"),
+        )
+        .backoff(WatchBackoff::default())
+        .map(move |e| (id, e.map(Change::AuthSecret)))
+        .boxed(),
         Kind::EndpointSlice => watcher(api::<EndpointSlice>(client, namespace), config)
             .backoff(WatchBackoff::default())
             .map(move |e| (id, e.map(Change::Slice)))
             .boxed(),
+        Kind::IngressClass => watcher(Api::<IngressClass>::all(client.clone()), config)
+            .backoff(WatchBackoff::default())
+            .map(move |e| (id, e.map(Change::IngressClass)))
+            .boxed(),
+        Kind::Middleware(index) => {
+            let (group, version) = API_VERSIONS[index]
+                .split_once('/')
+                .unwrap_or((API_VERSIONS[index], "v1alpha1"));
+            let resource = ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk(group, version, "Middleware"),
+                "middlewares",
+            );
+            let api: Api<DynamicObject> = match namespace {
+                Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+                None => Api::all_with(client.clone(), &resource),
+            };
+            watcher(api, config)
+                .backoff(WatchBackoff::default())
+                .map(move |e| (id, e.map(|e| Change::Middleware(index, e))))
+                .boxed()
+        }
     }
+}
+
+fn not_found(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code == 404,
+        watcher::Error::WatchError(status) => status.code == 404,
+        _ => false,
+    }
+}
+
+/// A Secret Traefik could read basic-auth users from: `kubernetes.io/
+/// basic-auth`, or an Opaque one with exactly one key. Others are not kept.
+fn auth_secret(secret: Secret) -> Option<Secret> {
+    let keys = secret.data.as_ref().map_or(0, |d| d.len())
+        + secret.string_data.as_ref().map_or(0, |d| d.len());
+    match secret.type_.as_deref() {
+        Some("kubernetes.io/basic-auth") => Some(secret),
+        None | Some("Opaque") if keys == 1 => Some(secret),
+        _ => None,
+    }
+}
+
+fn middleware(object: DynamicObject) -> Option<TraefikMiddleware> {
+    let mut value = object.data;
+    let types = object.types?;
+    value["apiVersion"] = types.api_version.into();
+    value["kind"] = types.kind.into();
+    value["metadata"] = serde_json::to_value(&object.metadata).ok()?;
+    TraefikMiddleware::from_value(&value).map(|(_, m)| m)
 }
 
 /// Applies one event; returns whether the published objects may change.
@@ -236,78 +344,90 @@ fn apply(
     scope: Option<&str>,
     metrics: &IngressMetrics,
 ) -> bool {
+    let on = Target {
+        state,
+        objects,
+        scope,
+        metrics,
+    };
     match change {
-        Change::Ingress(event) => apply_kind(
+        Change::Ingress(event) => on.apply(event, |o| &mut o.ingresses, Some, |_| true),
+        Change::Secret(event) => on.apply(event, |o| &mut o.secrets, Some, |_| true),
+        Change::AuthSecret(event) => {
+            on.apply(event, |o| &mut o.auth_secrets, auth_secret, |_| true)
+        }
+        Change::Slice(event) => on.apply(event, |o| &mut o.endpoint_slices, Some, |_| true),
+        Change::IngressClass(event) => on.apply(event, |o| &mut o.ingress_classes, Some, |_| true),
+        // Both groups share one map; a list replaces only its own group's.
+        Change::Middleware(group, event) => on.apply(
             event,
-            state,
-            objects,
-            scope,
-            metrics,
-            |o| &mut o.ingresses,
-            |i| &i.metadata,
-        ),
-        Change::Secret(event) => apply_kind(
-            event,
-            state,
-            objects,
-            scope,
-            metrics,
-            |o| &mut o.secrets,
-            |s| &s.metadata,
-        ),
-        Change::Slice(event) => apply_kind(
-            event,
-            state,
-            objects,
-            scope,
-            metrics,
-            |o| &mut o.endpoint_slices,
-            |s| &s.metadata,
+            |o| &mut o.middlewares,
+            middleware,
+            move |m| m.api_version == API_VERSIONS[group],
         ),
     }
 }
 
-type Meta = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+struct Target<'a> {
+    state: &'a mut Progress,
+    objects: &'a mut Objects,
+    scope: Option<&'a str>,
+    metrics: &'a IngressMetrics,
+}
 
-fn apply_kind<K: Clone>(
-    event: watcher::Event<K>,
-    state: &mut Progress,
-    objects: &mut Objects,
-    scope: Option<&str>,
-    metrics: &IngressMetrics,
-    map: fn(&mut Objects) -> &mut BTreeMap<ObjectKey, K>,
-    meta: fn(&K) -> &Meta,
-) -> bool {
-    match event {
-        watcher::Event::Init => {
-            metrics.watch_relists.inc();
-            state.listing = Some(Objects::default());
-            false
-        }
-        watcher::Event::InitApply(object) => {
-            if let Some(listing) = state.listing.as_mut() {
-                map(listing).insert(key_of(meta(&object)), object);
+impl Target<'_> {
+    /// `keep` turns a watched object into what is held (`None`: not held);
+    /// `owned` says which held objects a fresh list of this watch replaces.
+    fn apply<K: kube::Resource, V>(
+        self,
+        event: watcher::Event<K>,
+        map: fn(&mut Objects) -> &mut BTreeMap<ObjectKey, V>,
+        keep: fn(K) -> Option<V>,
+        owned: impl Fn(&V) -> bool,
+    ) -> bool {
+        let Target {
+            state,
+            objects,
+            scope,
+            metrics,
+        } = self;
+        match event {
+            watcher::Event::Init => {
+                metrics.watch_relists.inc();
+                state.listing = Some(Objects::default());
+                false
             }
-            false
-        }
-        watcher::Event::InitDone => {
-            let listed = state
-                .listing
-                .take()
-                .map(|mut l| std::mem::take(map(&mut l)));
-            let target = map(objects);
-            target.retain(|key, _| scope.is_some_and(|ns| key.0 != ns));
-            target.extend(listed.unwrap_or_default());
-            state.listed = true;
-            true
-        }
-        watcher::Event::Apply(object) => {
-            map(objects).insert(key_of(meta(&object)), object);
-            true
-        }
-        watcher::Event::Delete(object) => {
-            map(objects).remove(&key_of(meta(&object)));
-            true
+            watcher::Event::InitApply(object) => {
+                let key = key_of(object.meta());
+                if let (Some(listing), Some(value)) = (state.listing.as_mut(), keep(object)) {
+                    map(listing).insert(key, value);
+                }
+                false
+            }
+            watcher::Event::InitDone => {
+                let listed = state
+                    .listing
+                    .take()
+                    .map(|mut l| std::mem::take(map(&mut l)));
+                let target = map(objects);
+                target.retain(|key, v| scope.is_some_and(|ns| key.0 != ns) || !owned(v));
+                target.extend(listed.unwrap_or_default());
+                state.listed = true;
+                true
+            }
+            watcher::Event::Apply(object) => {
+                let key = key_of(object.meta());
+                match keep(object) {
+                    Some(value) => map(objects).insert(key, value),
+                    // It changed into something not held.
+                    None => map(objects).remove(&key),
+                };
+                true
+            }
+            watcher::Event::Delete(object) => {
+                map(objects).remove(&key_of(object.meta()));
+                true
+            }
         }
     }
 }

@@ -37,8 +37,31 @@ pub fn merge(file: &ProxyConfig, translation: &Translation, tls_dir: &Path) -> M
         .map(|r| format!("route `{}` of the config file", r.name))
         .collect();
     let mut added = 0;
+    // Traefik Middleware objects' layers: a config-file middleware of the
+    // same name and another definition wins, and routes naming it are left
+    // out (they would run the file's instead).
+    let mut clashing = Vec::new();
+    for (name, layer) in &translation.middlewares {
+        match config.middlewares.get(name) {
+            Some(defined) if defined != layer => clashing.push(name.clone()),
+            _ => {
+                config.middlewares.insert(name.clone(), layer.clone());
+            }
+        }
+    }
     for route in &translation.routes {
         let from = origin(route);
+        if let Some(name) = route
+            .config
+            .middlewares
+            .iter()
+            .find(|m| clashing.contains(m))
+        {
+            conflicts.push(format!(
+                "{from}: middleware name `{name}` is defined differently in the config file;                  this route is left out"
+            ));
+            continue;
+        }
         // Translation gives every route its service; a route without one
         // would be refused by the proxy, so it is left out.
         let Some(ours) = translation.services.get(&route.config.service) else {

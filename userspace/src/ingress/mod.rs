@@ -14,15 +14,23 @@
 //! function of the objects, so that both sources and the tests share it.
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::{core::v1::Secret, discovery::v1::EndpointSlice, networking::v1::Ingress};
+use k8s_openapi::api::{
+    core::v1::Secret,
+    discovery::v1::EndpointSlice,
+    networking::v1::{Ingress, IngressClass},
+};
 
 pub mod files;
 pub mod kube;
 pub mod merge;
 pub mod metrics;
+#[cfg(test)]
+mod reference_tests;
+pub mod references;
 pub mod runtime;
 pub mod secrets;
 pub mod source;
+pub mod traefik;
 pub mod translate;
 #[cfg(test)]
 mod translate_tests;
@@ -36,6 +44,14 @@ pub struct Objects {
     pub ingresses: BTreeMap<ObjectKey, Ingress>,
     pub secrets: BTreeMap<ObjectKey, Secret>,
     pub endpoint_slices: BTreeMap<ObjectKey, EndpointSlice>,
+    /// Traefik Middleware objects, of either API group.
+    pub middlewares: BTreeMap<ObjectKey, traefik::TraefikMiddleware>,
+    /// Secrets that may hold basic-auth users (the watch keeps them apart
+    /// from the TLS Secrets; the files source puts every Secret in
+    /// `secrets`).
+    pub auth_secrets: BTreeMap<ObjectKey, Secret>,
+    /// IngressClasses (cluster-wide; the key's namespace is `default`).
+    pub ingress_classes: BTreeMap<ObjectKey, IngressClass>,
 }
 
 impl Objects {
@@ -45,10 +61,18 @@ impl Objects {
         self.ingresses.extend(other.ingresses.clone());
         self.secrets.extend(other.secrets.clone());
         self.endpoint_slices.extend(other.endpoint_slices.clone());
+        self.middlewares.extend(other.middlewares.clone());
+        self.auth_secrets.extend(other.auth_secrets.clone());
+        self.ingress_classes.extend(other.ingress_classes.clone());
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ingresses.is_empty() && self.secrets.is_empty() && self.endpoint_slices.is_empty()
+        self.ingresses.is_empty()
+            && self.secrets.is_empty()
+            && self.endpoint_slices.is_empty()
+            && self.middlewares.is_empty()
+            && self.auth_secrets.is_empty()
+            && self.ingress_classes.is_empty()
     }
 }
 

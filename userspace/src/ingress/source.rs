@@ -129,6 +129,8 @@ fn count(metrics: &IngressMetrics, source: &str, objects: &Objects) {
         ("Ingress", objects.ingresses.len()),
         ("Secret", objects.secrets.len()),
         ("EndpointSlice", objects.endpoint_slices.len()),
+        ("Middleware", objects.middlewares.len()),
+        ("IngressClass", objects.ingress_classes.len()),
     ] {
         metrics
             .objects

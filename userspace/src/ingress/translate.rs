@@ -32,17 +32,21 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::Time,
 };
 
-use super::{ObjectKey, Objects};
+use super::{references, traefik::Catalog, ObjectKey, Objects};
 use crate::proxy::IngressConfig;
 use crate::{
     config::{route_host, route_path, target, valid_name, MAX_NAME},
-    proxy::{PathType, RouteConfig, ServiceConfig},
+    proxy::{MiddlewareConfig, PathType, RouteConfig, ServiceConfig},
 };
 
 /// The annotation that names xdpgate middlewares, comma separated, in order.
 pub const MIDDLEWARES_ANNOTATION: &str = "xdpgate.io/middlewares";
 /// Traefik's: `<namespace>-<name>@kubernetescrd`, comma separated.
 pub const TRAEFIK_MIDDLEWARES_ANNOTATION: &str = "traefik.ingress.kubernetes.io/router.middlewares";
+/// The controller our IngressClasses name.
+pub const CONTROLLER: &str = "xdpgate.io/ingress-controller";
+/// Marks the IngressClass that Ingresses without a class belong to.
+const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
 /// The class annotation from before `spec.ingressClassName`.
 const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 /// The label an EndpointSlice names its Service with.
@@ -107,6 +111,8 @@ pub struct Translation {
     pub warnings: Vec<String>,
     /// Ingresses of our class that were translated.
     pub valid: usize,
+    /// The Traefik Middleware objects' layers the routes name.
+    pub middlewares: BTreeMap<String, MiddlewareConfig>,
 }
 
 /// Checks a TLS pair the way the TLS loader will; an error is a sentence.
@@ -124,19 +130,35 @@ pub fn translate(
     let mut ours: Vec<(&ObjectKey, &Ingress)> = objects
         .ingresses
         .iter()
-        .filter(|(_, ingress)| is_ours(ingress, &config.class))
+        .filter(|(_, ingress)| is_ours(ingress, &config.class, objects))
         .collect();
     ours.sort_by(|(a_key, a), (b_key, b)| {
         let a_time = &a.metadata.creation_timestamp;
         let b_time = &b.metadata.creation_timestamp;
         (a_time.is_none(), a_time, a_key).cmp(&(b_time.is_none(), b_time, b_key))
     });
+    let catalog = Catalog::build(objects);
+    for (key, error) in catalog.invalid() {
+        out.problems.push(Problem {
+            object: format!("Middleware {}/{}", key.0, key.1),
+            reason: "traefik-middleware",
+            message: error.to_string(),
+        });
+    }
     let mut secrets: BTreeSet<ObjectKey> = BTreeSet::new();
     for (key, ingress) in ours {
         let object = format!("Ingress {}/{}", key.0, key.1);
-        match translate_one(key, ingress, objects, config, middlewares) {
+        match translate_one(key, ingress, objects, config, middlewares, &catalog) {
             Ok(one) => {
-                out.valid += 1;
+                match one.refused {
+                    None => out.valid += 1,
+                    Some((reason, message)) => out.problems.push(Problem {
+                        object: object.clone(),
+                        reason,
+                        message: format!("{message}; its routes answer 503 until this is fixed"),
+                    }),
+                }
+                out.middlewares.extend(one.middlewares);
                 out.routes.extend(one.routes);
                 out.services.extend(one.services);
                 out.warnings
@@ -168,7 +190,16 @@ pub fn translate(
     out
 }
 
-fn is_ours(ingress: &Ingress, class: &str) -> bool {
+/// Ours: its class (spec or legacy annotation) is `proxy.ingress.class`,
+/// or names an IngressClass of our controller; without a class, when one
+/// of our IngressClasses is the cluster's default.
+fn is_ours(ingress: &Ingress, class: &str, objects: &Objects) -> bool {
+    let our_classes = || {
+        objects
+            .ingress_classes
+            .values()
+            .filter(|c| c.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(CONTROLLER))
+    };
     let spec_class = ingress
         .spec
         .as_ref()
@@ -179,7 +210,18 @@ fn is_ours(ingress: &Ingress, class: &str) -> bool {
         .as_ref()
         .and_then(|a| a.get(LEGACY_CLASS_ANNOTATION))
         .map(String::as_str);
-    spec_class.or(annotated) == Some(class)
+    match spec_class.or(annotated) {
+        Some(named) => {
+            named == class || our_classes().any(|c| c.metadata.name.as_deref() == Some(named))
+        }
+        None => our_classes().any(|c| {
+            c.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
+                .is_some_and(|v| v == "true")
+        }),
+    }
 }
 
 /// One valid Ingress's share.
@@ -189,9 +231,13 @@ struct One {
     /// Secret names in the Ingress's namespace.
     secrets: Vec<String>,
     warnings: Vec<String>,
+    /// The Traefik Middleware objects' layers its routes use, by name.
+    middlewares: BTreeMap<String, MiddlewareConfig>,
+    /// Why its routes answer 503 instead of being served.
+    refused: Option<Invalid>,
 }
 
-type Invalid = (&'static str, String);
+pub(super) type Invalid = (&'static str, String);
 
 fn translate_one(
     key: &ObjectKey,
@@ -199,6 +245,7 @@ fn translate_one(
     objects: &Objects,
     config: &IngressConfig,
     known: &BTreeSet<String>,
+    catalog: &Catalog,
 ) -> Result<One, Invalid> {
     let (namespace, name) = key;
     let Some(spec) = &ingress.spec else {
@@ -209,8 +256,23 @@ fn translate_one(
         services: BTreeMap::new(),
         secrets: Vec::new(),
         warnings: Vec::new(),
+        middlewares: BTreeMap::new(),
+        refused: None,
     };
-    let middlewares = middlewares(ingress, namespace, known, &mut one.warnings)?;
+    let mut asked = references::Asked {
+        namespace,
+        known,
+        catalog,
+        allow_cross_namespace: config.allow_cross_namespace,
+        warnings: &mut one.warnings,
+        configs: &mut one.middlewares,
+    };
+    // Fail closed: routes whose middlewares cannot all be applied stay in
+    // the table, so no broader route answers for them, but answer 503.
+    let (middlewares, refused) = match asked.resolve(ingress) {
+        Ok(names) => (names, None),
+        Err(invalid) => (Vec::new(), Some(invalid)),
+    };
     let created = ingress.metadata.creation_timestamp.clone();
     let add_route = |one: &mut One,
                      suffix: String,
@@ -220,8 +282,11 @@ fn translate_one(
                      backend: &IngressBackend,
                      at: &str|
      -> Result<(), Invalid> {
-        let (service_name, service) = backend_service(namespace, backend, objects, config)
+        let (mut service_name, mut service) = backend_service(namespace, backend, objects, config)
             .map_err(|(reason, message)| (reason, format!("{at}: {message}")))?;
+        if refused.is_some() {
+            (service_name, service) = refusing_service(namespace, name);
+        }
         one.services.insert(service_name.clone(), service);
         one.routes.push(IngressRoute {
             origin: key.clone(),
@@ -318,6 +383,7 @@ fn translate_one(
     if one.routes.is_empty() {
         return Err(("spec", "it has no rules and no defaultBackend".to_string()));
     }
+    one.refused = refused;
     for (t, tls) in spec.tls.as_deref().unwrap_or_default().iter().enumerate() {
         match tls.secret_name.as_deref().filter(|s| !s.is_empty()) {
             Some(secret) => one.secrets.push(secret.to_string()),
@@ -328,79 +394,6 @@ fn translate_one(
         }
     }
     Ok(one)
-}
-
-/// The middleware names an Ingress asks for, xdpgate's annotation first and
-/// Traefik's after (with a warning naming the xdpgate equivalent). An unknown
-/// name makes the Ingress invalid: serving it without, say, its auth would be
-/// worse than not serving it.
-fn middlewares(
-    ingress: &Ingress,
-    namespace: &str,
-    known: &BTreeSet<String>,
-    warnings: &mut Vec<String>,
-) -> Result<Vec<String>, Invalid> {
-    let annotations = ingress.metadata.annotations.clone().unwrap_or_default();
-    let mut names: Vec<String> = Vec::new();
-    let add = |name: String, names: &mut Vec<String>| -> Result<(), Invalid> {
-        if !known.contains(&name) {
-            let defined = if known.is_empty() {
-                "none are defined".to_string()
-            } else {
-                format!(
-                    "defined: {}",
-                    known.iter().cloned().collect::<Vec<_>>().join(", ")
-                )
-            };
-            return Err((
-                "middleware",
-                format!("unknown middleware `{name}` (proxy.middlewares; {defined})"),
-            ));
-        }
-        if !names.contains(&name) {
-            names.push(name);
-        }
-        Ok(())
-    };
-    if let Some(list) = annotations.get(MIDDLEWARES_ANNOTATION) {
-        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            add(name.to_string(), &mut names)?;
-        }
-    }
-    if let Some(list) = annotations.get(TRAEFIK_MIDDLEWARES_ANNOTATION) {
-        let mut equivalent = Vec::new();
-        for reference in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            let name = traefik_name(reference, namespace, known);
-            equivalent.push(name.clone());
-            add(name, &mut names)
-                .map_err(|(r, m)| (r, format!("{m}, from Traefik's `{reference}`")))?;
-        }
-        warnings.push(format!(
-            "annotation {TRAEFIK_MIDDLEWARES_ANNOTATION} is Traefik's; it is honoured, but \
-             write `{MIDDLEWARES_ANNOTATION}: {}` instead",
-            equivalent.join(",")
-        ));
-    }
-    Ok(names)
-}
-
-/// The xdpgate middleware a Traefik reference `<namespace>-<name>@<provider>`
-/// means. The namespace may itself hold `-`, so the first split whose
-/// remainder is a known middleware wins; else the Ingress's own namespace, or
-/// the text up to the first `-`, is taken off (and the name reported unknown).
-fn traefik_name(reference: &str, namespace: &str, known: &BTreeSet<String>) -> String {
-    let bare = reference.split('@').next().unwrap_or(reference);
-    let splits = bare.match_indices('-').map(|(i, _)| &bare[i + 1..]);
-    if let Some(name) = splits.clone().find(|rest| known.contains(*rest)) {
-        return name.to_string();
-    }
-    match bare.strip_prefix(&format!("{namespace}-")) {
-        Some(name) => name.to_string(),
-        None => bare
-            .split_once('-')
-            .map_or(bare, |(_, name)| name)
-            .to_string(),
-    }
 }
 
 /// The service a backend names: its name in the proxy, and its config.
@@ -533,6 +526,15 @@ fn slice_port(slice: &EndpointSlice, number: Option<i32>, name: Option<&str>) ->
         [only] => to_u16(only.port),
         _ => None,
     }
+}
+
+/// The service of routes that must not be served: no endpoint, so 503.
+fn refusing_service(namespace: &str, name: &str) -> (String, ServiceConfig) {
+    let service_name = object_name(&format!("ingress.{namespace}.{name}.refused"));
+    let mut service = ServiceConfig::for_target("refused.invalid:1");
+    service.name = service_name.clone();
+    service.endpoints = Some(Vec::new());
+    (service_name, service)
 }
 
 /// The Secret's `tls.crt` and `tls.key`, checked.

@@ -231,11 +231,26 @@ fn a_missing_or_broken_secret_is_reported_and_the_routes_still_work() {
 }
 
 #[test]
-fn an_unknown_middleware_skips_only_that_ingress() {
+fn an_unknown_middleware_makes_only_that_ingress_answer_503() {
     let (cert, key) = origin_cert();
     let objects = parse(&reference(&secret_yaml(&cert, &key))).unwrap();
     let t = run(&objects, &["headers", "ratelimit"]);
-    assert_eq!(t.routes.len(), 2, "the API's routes stay");
+    assert_eq!(t.routes.len(), 3, "the API's routes stay, admin's are held");
+    assert_eq!(t.valid, 1);
+    // Admin's route keeps its place in the table (no broader route takes
+    // its requests) but without middlewares and with a service that has no
+    // endpoint: 503, never a weaker policy.
+    let admin: Vec<_> = t
+        .routes
+        .iter()
+        .filter(|r| r.origin.1 == "admin")
+        .map(|r| &r.config)
+        .collect();
+    assert_eq!(admin.len(), 1);
+    assert!(admin[0].middlewares.is_empty());
+    assert_eq!(t.services[&admin[0].service].endpoints, Some(Vec::new()));
+    let api = t.routes.iter().find(|r| r.origin.1 == "api").unwrap();
+    assert_eq!(api.config.middlewares, ["headers", "ratelimit"]);
     assert_eq!(t.problems.len(), 1);
     assert_eq!(t.problems[0].object, "Ingress honeydue/admin");
     assert_eq!(t.problems[0].reason, "middleware");

@@ -293,6 +293,10 @@ pub struct IngressConfig {
     pub poll_interval: Duration,
     /// Watch the API server.
     pub kubernetes: Option<KubernetesConfig>,
+    /// An Ingress (or a Traefik `chain`) may name Traefik Middleware
+    /// objects of other namespaces. Default false, as Traefik's
+    /// `allowCrossNamespace`.
+    pub allow_cross_namespace: bool,
 }
 
 impl IngressConfig {
@@ -304,6 +308,7 @@ impl IngressConfig {
             endpoint_slices: false,
             files: None,
             poll_interval: Duration::from_secs(1),
+            allow_cross_namespace: false,
             kubernetes: None,
         }
     }

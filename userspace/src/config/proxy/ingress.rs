@@ -34,6 +34,7 @@ pub(super) fn read_ingress(
             "files",
             "poll_interval",
             "kubernetes",
+            "allow_cross_namespace",
         ],
     )?;
     let mut config = IngressConfig::new(DEFAULT_CLASS);
@@ -93,6 +94,9 @@ pub(super) fn read_ingress(
     }
     if let Some(v) = table.get("endpoint_slices") {
         config.endpoint_slices = boolean(v, &table.key_path("endpoint_slices"))?;
+    }
+    if let Some(v) = table.get("allow_cross_namespace") {
+        config.allow_cross_namespace = boolean(v, &table.key_path("allow_cross_namespace"))?;
     }
     if let Some(v) = table.get("files") {
         config.files = Some(file_path(v, &table.key_path("files"))?);

@@ -19,9 +19,9 @@ use crate::{
     },
     policy::parse_net,
     proxy::{
-        AddPrefixConfig, BasicAuthConfig, BodyLimitConfig, CompressConfig, HeadersConfig,
-        HstsConfig, IpAllowConfig, MiddlewareConfig, RateLimitConfig, RedirectSchemeConfig,
-        SecurityHeadersConfig, StripPrefixConfig,
+        AddPrefixConfig, BasicAuthConfig, BodyLimitConfig, ClientSource, CompressConfig,
+        HeadersConfig, HstsConfig, IpAllowConfig, MiddlewareConfig, RateLimitConfig,
+        RedirectSchemeConfig, SecurityHeadersConfig, StripPrefixConfig,
     },
     sets::SetSpec,
 };
@@ -344,6 +344,7 @@ fn read_rate_limit(v: Val, path: &str) -> Result<RateLimitConfig, ConfigError> {
         burst: 1,
         ipv6_subnet: None,
         max_keys: 65_536,
+        source: ClientSource::Settled,
     };
     if let Some(v) = table.get("period") {
         let path = table.key_path("period");
@@ -420,6 +421,8 @@ fn read_basic_auth(v: Val, path: &str) -> Result<BasicAuthConfig, ConfigError> {
     };
     let mut config = BasicAuthConfig {
         users_file: file_path(file, &table.key_path("users_file"))?,
+        users: None,
+        user_header: None,
         realm: "xdpgate".to_string(),
         remove_header: false,
     };

@@ -14,7 +14,7 @@ use anyhow::{anyhow, Context as _, Result};
 use arc_swap::ArcSwap;
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use hyper::{
-    header::{self, HeaderMap, HeaderValue},
+    header::{self, HeaderMap, HeaderName, HeaderValue},
     Response, StatusCode,
 };
 
@@ -30,19 +30,39 @@ pub struct BasicAuth {
     stamp: Mutex<Option<Stamp>>,
     challenge: HeaderValue,
     remove_header: bool,
+    /// The users came with the configuration: there is no file to re-read.
+    inline: bool,
+    user_header: Option<HeaderName>,
 }
 
 impl BasicAuth {
     /// Reads the file; a file that cannot be used refuses the configuration.
     pub fn load(name: &str, config: &BasicAuthConfig) -> Result<Self> {
-        let stamp = stamp(&config.users_file);
-        let users = read_users(&config.users_file)?;
-        tracing::info!(
-            middleware = %name,
-            "{} users read from {}",
-            users.len(),
-            config.users_file.display()
-        );
+        let (users, stamp) = match &config.users {
+            Some(inline) => {
+                let users = Users::parse(&inline.0)
+                    .map_err(|why| anyhow!("the users of middleware `{name}`: {why}"))?;
+                tracing::info!(middleware = %name, "{} users from its Secret", users.len());
+                (users, None)
+            }
+            None => {
+                let stamp = stamp(&config.users_file);
+                let users = read_users(&config.users_file)?;
+                tracing::info!(
+                    middleware = %name,
+                    "{} users read from {}",
+                    users.len(),
+                    config.users_file.display()
+                );
+                (users, stamp)
+            }
+        };
+        let user_header = config
+            .user_header
+            .as_deref()
+            .map(|h| HeaderName::from_bytes(h.as_bytes()))
+            .transpose()
+            .context("the user header is not a header name")?;
         let challenge = HeaderValue::from_str(&format!("Basic realm=\"{}\"", config.realm))
             .context("the realm cannot be put in a header")?;
         Ok(BasicAuth {
@@ -51,12 +71,17 @@ impl BasicAuth {
             stamp: Mutex::new(stamp),
             challenge,
             remove_header: config.remove_header,
+            inline: config.users.is_some(),
+            user_header,
         })
     }
 
     /// Re-reads the file if it changed since the last look. `Err`: it
     /// changed but cannot be used (the old users stay).
     pub fn reload_if_changed(&self) -> Result<()> {
+        if self.inline {
+            return Ok(());
+        }
         let now = stamp(&self.path);
         {
             let mut seen = self.stamp.lock().unwrap_or_else(|e| e.into_inner());
@@ -85,7 +110,8 @@ impl BasicAuth {
         let users = self.users.load_full();
         // bcrypt is slow on purpose; keep it off the threads that serve
         // connections.
-        let verified = tokio::task::spawn_blocking(move || users.verify(&user, &password))
+        let who = user.clone();
+        let verified = tokio::task::spawn_blocking(move || users.verify(&who, &password))
             .await
             .unwrap_or(false);
         if !verified {
@@ -93,6 +119,18 @@ impl BasicAuth {
         }
         if self.remove_header {
             headers.remove(header::AUTHORIZATION);
+        }
+        if let Some(name) = &self.user_header {
+            match HeaderValue::from_str(&user) {
+                Ok(value) => {
+                    headers.insert(name.clone(), value);
+                }
+                // A user name that cannot be a header value must not
+                // reach the upstream as someone else's.
+                Err(_) => {
+                    headers.remove(name);
+                }
+            }
         }
         Ok(())
     }
@@ -138,6 +176,8 @@ mod tests {
     fn auth(dir: &Path, remove_header: bool) -> BasicAuth {
         let config = BasicAuthConfig {
             users_file: dir.join("htpasswd"),
+            users: None,
+            user_header: None,
             realm: "admin area".into(),
             remove_header,
         };

@@ -82,6 +82,27 @@ pub struct RateLimitConfig {
     /// Most client keys remembered; the least recently seen is forgotten
     /// first. Default 65536.
     pub max_keys: usize,
+    /// Which address is the client. Default: the one the forwarded-header
+    /// logic settled on.
+    pub source: ClientSource,
+}
+
+/// Which address a `rate_limit` or `ip_allow` judges. The config file only
+/// has the default; the others carry Traefik's `ipStrategy` over exactly
+/// (crate::ingress::traefik).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ClientSource {
+    /// The client as the forwarded-header logic settled it.
+    #[default]
+    Settled,
+    /// The TCP peer, whoever it is (Traefik's default `RemoteAddr`).
+    Peer,
+    /// The `n`th address (1 = last) of `X-Forwarded-For` as it arrived from
+    /// a trusted peer (empty from any other): Traefik's `ipStrategy.depth`.
+    ForwardedDepth(usize),
+    /// The last address of that `X-Forwarded-For` outside these ranges:
+    /// Traefik's `ipStrategy.excludedIPs`.
+    ForwardedExcluding(Vec<IpNet>),
 }
 
 /// Clients whose (real) IP is in one of `sets` or `cidrs` pass; the rest get 403.
@@ -89,12 +110,19 @@ pub struct RateLimitConfig {
 pub struct IpAllowConfig {
     pub sets: Vec<String>,
     pub cidrs: Vec<IpNet>,
+    pub source: ClientSource,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BasicAuthConfig {
     /// An htpasswd file (bcrypt, `{SHA}`, `$apr1$`), re-read when it changes.
+    /// Not read when `users` is given.
     pub users_file: PathBuf,
+    /// The htpasswd lines themselves (from a Kubernetes Secret).
+    pub users: Option<InlineUsers>,
+    /// A request header that carries the authenticated user upstream
+    /// (Traefik's `headerField`).
+    pub user_header: Option<String>,
     /// Default `xdpgate`.
     pub realm: String,
     /// Remove `Authorization` before the request goes upstream.
@@ -141,4 +169,14 @@ pub struct CompressConfig {
     /// Smaller responses (by their declared length) are sent as they are.
     /// Default 1024.
     pub min_bytes: u16,
+}
+
+/// htpasswd lines held in memory. Never printed, not even in a debug log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct InlineUsers(pub String);
+
+impl std::fmt::Debug for InlineUsers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "InlineUsers({} lines)", self.0.lines().count())
+    }
 }

@@ -6,12 +6,13 @@ use std::net::IpAddr;
 
 use hyper::StatusCode;
 
-use super::{answer, Answer, IpAllowConfig, Sets};
+use super::{answer, Answer, ClientSource, IpAllowConfig, Sets};
 use crate::proxy::forwarded::TrustedPeers;
 
 pub struct IpAllow {
     sets: Vec<String>,
     cidrs: TrustedPeers,
+    source: ClientSource,
 }
 
 impl IpAllow {
@@ -19,7 +20,12 @@ impl IpAllow {
         IpAllow {
             sets: config.sets.clone(),
             cidrs: TrustedPeers::new(config.cidrs.iter().copied()),
+            source: config.source.clone(),
         }
+    }
+
+    pub fn source(&self) -> &ClientSource {
+        &self.source
     }
 
     pub fn allows(&self, client: IpAddr, sets: &Sets) -> bool {
@@ -36,9 +42,13 @@ impl IpAllow {
         if self.allows(client, sets) {
             Ok(())
         } else {
-            Err(Box::new(answer(StatusCode::FORBIDDEN, "403 forbidden")))
+            Err(forbidden())
         }
     }
+}
+
+pub fn forbidden() -> Answer {
+    Box::new(answer(StatusCode::FORBIDDEN, "403 forbidden"))
 }
 
 #[cfg(test)]
@@ -50,6 +60,7 @@ mod tests {
         let allow = IpAllow::new(&IpAllowConfig {
             sets: vec!["admins".into(), "missing".into()],
             cidrs: vec!["192.0.2.0/24".parse().unwrap()],
+            source: Default::default(),
         });
         let mut sets = Sets::new();
         sets.insert(

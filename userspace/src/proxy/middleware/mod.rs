@@ -38,6 +38,7 @@ use super::{
 
 mod basic_auth;
 mod body_limit;
+mod client_source;
 mod compress;
 pub mod config;
 mod headers;
@@ -61,6 +62,8 @@ pub type Sets = BTreeMap<String, TrustedPeers>;
 pub struct RequestContext<'a> {
     /// The client as the forwarded-header logic settled it.
     pub client_ip: IpAddr,
+    /// The TCP peer (after a PROXY protocol header, if any).
+    pub peer_ip: IpAddr,
     /// Whether the request arrived over TLS on this proxy.
     pub tls: bool,
     pub sets: &'a Sets,
@@ -238,7 +241,11 @@ impl Chain {
         for (index, step) in self.steps.iter().enumerate() {
             let answer = match step.layer.as_ref() {
                 Layer::RateLimit(limit) => {
-                    let answer = limit.check(cx.client_ip);
+                    // No address found: one shared bucket, as Traefik's
+                    // empty source.
+                    let source = client_source::resolve(limit.source(), cx, request.headers())
+                        .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+                    let answer = limit.check(source);
                     metrics
                         .rate_limit_keys
                         .get_or_create(&MiddlewareOnly {
@@ -247,7 +254,12 @@ impl Chain {
                         .set(limit.keys() as i64);
                     answer
                 }
-                Layer::IpAllow(allow) => allow.check(cx.client_ip, cx.sets),
+                Layer::IpAllow(allow) => {
+                    match client_source::resolve(allow.source(), cx, request.headers()) {
+                        Some(ip) => allow.check(ip, cx.sets),
+                        None => Err(ip_allow::forbidden()),
+                    }
+                }
                 Layer::BasicAuth(auth) => auth.check(request.headers_mut()).await,
                 Layer::RedirectScheme(redirect) => redirect.check(request, cx.tls),
                 Layer::BodyLimit(limit) => match limit.wrap(request, &step.name) {
@@ -364,6 +376,7 @@ mod tests {
             burst: 1,
             ipv6_subnet: None,
             max_keys: 1024,
+            source: Default::default(),
         })
     }
 

@@ -31,7 +31,7 @@ use governor::{
 use hyper::{header, Response, StatusCode};
 use lru::LruCache;
 
-use super::{answer, Answer, RateLimitConfig};
+use super::{answer, Answer, ClientSource, RateLimitConfig};
 use crate::proxy::upstream::ProxyBody;
 
 /// Locks are per shard, so concurrent clients rarely wait on each other.
@@ -40,6 +40,7 @@ const SHARDS: usize = 16;
 pub struct RateLimit {
     limiter: RateLimiter<IpAddr, BoundedStore<IpAddr>, DefaultClock, NoOpMiddleware>,
     ipv6_subnet: Option<u8>,
+    source: ClientSource,
 }
 
 impl RateLimit {
@@ -57,7 +58,12 @@ impl RateLimit {
                 DefaultClock::default(),
             ),
             ipv6_subnet: config.ipv6_subnet,
+            source: config.source.clone(),
         })
+    }
+
+    pub fn source(&self) -> &ClientSource {
+        &self.source
     }
 
     /// `Err` is the 429 answer.
@@ -194,6 +200,7 @@ mod tests {
             burst,
             ipv6_subnet: Some(64),
             max_keys,
+            source: Default::default(),
         })
         .unwrap()
     }

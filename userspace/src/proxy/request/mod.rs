@@ -244,6 +244,7 @@ impl Exchange<'_> {
                 let sets = self.shared.sets.load();
                 let cx = RequestContext {
                     client_ip: self.client_ip,
+                    peer_ip: self.info.peer.ip(),
                     tls: self.info.tls_version.is_some(),
                     sets: &sets,
                 };
