@@ -792,6 +792,8 @@ fn rbac_is_read_only_and_limited_to_what_an_ingress_watch_needs() {
         "networking.k8s.io/ingressclasses",
         "/secrets",
         "discovery.k8s.io/endpointslices",
+        "traefik.io/middlewares",
+        "traefik.containo.us/middlewares",
     ]
     .into_iter()
     .map(String::from)
