@@ -148,3 +148,16 @@ fn middlewares_of_another_namespace_need_allow_cross_namespace() {
     let t = run_with(&objects, &config);
     assert_eq!(t.valid, 2, "{:?}", t.problems);
 }
+
+#[test]
+fn docs_migrating_shows_the_fixtures_unchanged() {
+    let guide = include_str!("../../../docs/migrating.md");
+    assert!(
+        guide.contains(INGRESSES),
+        "docs/migrating.md lost the reference Ingresses"
+    );
+    assert!(
+        guide.contains(MIDDLEWARES),
+        "docs/migrating.md lost the reference Middlewares"
+    );
+}
