@@ -74,6 +74,8 @@ fn a_full_ingress_section_and_its_defaults() {
             resync: Duration::from_secs(60),
         })
     );
+    assert!(!c.allow_cross_namespace, "off unless asked, as in Traefik");
+    assert!(read("files: /x\nallow_cross_namespace: true").allow_cross_namespace);
     let c = read("kubernetes: {}");
     assert_eq!(c.class, "xdpgate");
     assert_eq!(c.kubernetes, Some(KubernetesConfig::default()));
