@@ -2,23 +2,31 @@
 //! be in one of the named filter sets, as they are loaded now, or in one of
 //! the listed CIDRs; anyone else gets 403. A set that has not loaded yet
 //! admits nobody: the allowlist fails closed.
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
-use hyper::StatusCode;
+use arc_swap::ArcSwap;
+use hyper::{Request, StatusCode};
 
-use super::{answer, Answer, IpAllowConfig, Sets};
-use crate::proxy::forwarded::TrustedPeers;
+use super::{stack::Middleware, IpAllowConfig, Sets};
+use crate::proxy::{
+    forwarded::TrustedPeers,
+    request::{ClientIp, ProxyError},
+    upstream::ProxyBody,
+};
 
 pub struct IpAllow {
     sets: Vec<String>,
     cidrs: TrustedPeers,
+    /// The filter sets as the proxy last received them.
+    loaded: Arc<ArcSwap<Sets>>,
 }
 
 impl IpAllow {
-    pub fn new(config: &IpAllowConfig) -> Self {
+    pub fn new(config: &IpAllowConfig, loaded: Arc<ArcSwap<Sets>>) -> Self {
         IpAllow {
             sets: config.sets.clone(),
             cidrs: TrustedPeers::new(config.cidrs.iter().copied()),
+            loaded,
         }
     }
 
@@ -30,13 +38,18 @@ impl IpAllow {
                 .filter_map(|name| sets.get(name))
                 .any(|set| set.contains(client))
     }
+}
 
-    /// `Err` is the 403 answer.
-    pub fn check(&self, client: IpAddr, sets: &Sets) -> Result<(), Answer> {
-        if self.allows(client, sets) {
-            Ok(())
-        } else {
-            Err(Box::new(answer(StatusCode::FORBIDDEN, "403 forbidden")))
+impl Middleware for IpAllow {
+    async fn request(&self, request: &mut Request<ProxyBody>) -> Result<(), ProxyError> {
+        let client = request.extensions().get::<ClientIp>().map(|c| c.0);
+        match client {
+            Some(client) if self.allows(client, &self.loaded.load()) => Ok(()),
+            _ => Err(ProxyError::policy(
+                StatusCode::FORBIDDEN,
+                "ip_allow",
+                "forbidden",
+            )),
         }
     }
 }
@@ -47,10 +60,13 @@ mod tests {
 
     #[test]
     fn sets_as_loaded_and_cidrs_admit_the_rest_do_not() {
-        let allow = IpAllow::new(&IpAllowConfig {
-            sets: vec!["admins".into(), "missing".into()],
-            cidrs: vec!["192.0.2.0/24".parse().unwrap()],
-        });
+        let allow = IpAllow::new(
+            &IpAllowConfig {
+                sets: vec!["admins".into(), "missing".into()],
+                cidrs: vec!["192.0.2.0/24".parse().unwrap()],
+            },
+            Default::default(),
+        );
         let mut sets = Sets::new();
         sets.insert(
             "admins".into(),
