@@ -79,34 +79,19 @@ impl Middleware for BodyLimit {
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        collections::VecDeque,
-        pin::Pin,
-        task::{Context, Poll},
-    };
-
     use bytes::Bytes;
-    use hyper::body::{Body, Frame};
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
 
     use super::*;
 
     /// A body that arrives in chunks and declares no length (chunked).
-    struct Chunks(VecDeque<Bytes>);
-
-    impl Body for Chunks {
-        type Data = Bytes;
-        type Error = BoxError;
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-            Poll::Ready(self.0.pop_front().map(|c| Ok(Frame::data(c))))
-        }
-    }
-
     fn chunked(chunks: &[&'static [u8]]) -> Request<ProxyBody> {
-        let chunks = chunks.iter().map(|c| Bytes::from_static(c)).collect();
-        Request::new(Chunks(chunks).boxed_unsync())
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = chunks
+            .iter()
+            .map(|c| Ok(Frame::data(Bytes::from_static(c))))
+            .collect();
+        Request::new(StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync())
     }
 
     async fn drain(request: Request<ProxyBody>) -> Result<usize, BoxError> {
