@@ -5,13 +5,16 @@
 //! one (the old users stay, the failure is counted, and no secret reaches
 //! the log). body_limit answers 413 for a declared length without contacting
 //! the upstream, and for a chunked upload once it crosses the limit while
-//! streaming. Needs root.
+//! streaming. A WebSocket upgrade meets the route's basic_auth before it is
+//! forwarded. Needs root.
 use std::{path::Path, process::Command, time::Duration};
 
 use base64::{engine::general_purpose::STANDARD, Engine as _};
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest as _, Message};
 use xdpgate_tests::lab::{
-    access_log, curl, lab_ready, outsiders, tools_ready, wait_for, Call, Metrics, ProxyLab,
-    ProxySetup,
+    access_log, curl, lab_ready, outsiders, tools_ready, wait_for, Backend, Call, Metrics,
+    ProxyLab, ProxySetup, PLAIN_PORT,
 };
 
 const BACKEND_PORT: u16 = 9100;
@@ -298,4 +301,74 @@ fn body_limit_answers_413_up_front_and_while_streaming() {
         !log.contains("upstream error"),
         "a client's oversized body is not the upstream's error:\n{log}"
     );
+}
+
+/// Upgrades stay inside the route's stack: a WebSocket handshake to a
+/// route behind basic_auth is answered 401 by the proxy and never reaches
+/// the upstream; with the password it is forwarded and the session works.
+#[test]
+fn a_websocket_upgrade_meets_basic_auth_before_the_upstream() {
+    let test = "a_websocket_upgrade_meets_basic_auth_before_the_upstream";
+    if !lab_ready(test, &[]) || !tools_ready(test, &[("htpasswd", "apache2-utils")]) {
+        return;
+    }
+    let mut proxy = ProxyLab::new("mww", env!("CARGO_BIN_EXE_xdpgate-under-test"));
+    let users = proxy.work.path("htpasswd");
+    htpasswd(&users, "-s", "bob", "hunter2");
+    let ws = Backend::websocket(
+        &proxy.lab.server_ns,
+        std::net::SocketAddr::from(([127, 0, 0, 1], BACKEND_PORT)),
+    );
+    proxy.start(&ProxySetup {
+        rest: format!(
+            "  routes:
+    - {{ name: chat, path: /ws, service: \"{BACKEND}\", middlewares: [adminauth] }}
+  middlewares:
+    adminauth: {{ basic_auth: {{ users_file: {}, realm: \"chat\" }} }}
+",
+            users.display()
+        ),
+        ..ProxySetup::default()
+    });
+    let client = &proxy.client;
+    let url = format!("ws://localhost:{PLAIN_PORT}/ws/chat");
+    let handshake = |authorization: Option<String>| {
+        let url = url.clone();
+        client.block_on(async move {
+            let tcp = client
+                .connect(outsiders()[0], PLAIN_PORT)
+                .await
+                .expect("connect");
+            let mut request = url.into_client_request().expect("a WebSocket request");
+            if let Some(value) = authorization {
+                request
+                    .headers_mut()
+                    .insert("authorization", value.parse().unwrap());
+            }
+            match tokio_tungstenite::client_async(request, tcp).await {
+                Ok((mut socket, response)) => {
+                    let hello = Message::text("hello through the stack");
+                    socket.send(hello.clone()).await.expect("send");
+                    let echoed = socket.next().await.expect("an echo").expect("a message");
+                    assert_eq!(echoed, hello);
+                    response.status().as_u16()
+                }
+                Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
+                Err(other) => panic!("WebSocket handshake: {other}"),
+            }
+        })
+    };
+    assert_eq!(handshake(None), 401, "no credentials: the proxy answers");
+    assert_eq!(
+        handshake(Some(basic("bob", "wrong"))),
+        401,
+        "a wrong password: the proxy answers"
+    );
+    assert_eq!(
+        ws.served(),
+        0,
+        "the upstream never saw the refused upgrades"
+    );
+    assert_eq!(handshake(Some(basic("bob", "hunter2"))), 101);
+    assert_eq!(ws.served(), 1, "the admitted upgrade reached the upstream");
 }

@@ -36,12 +36,13 @@ use super::{
     connections::{Activity, Slots, EVICTABLE_AFTER},
     forwarded::TrustedPeers,
     metrics::{ConnectionLabels, EntrypointOnly, ProxyMetrics},
-    middleware::{Chain, Middlewares, Sets},
+    middleware::{BuildContext, Middlewares, RouteService, Sets},
     request::{
+        forward::UpstreamCall,
         framing::{FramingState, FramingWatch},
         ConnInfo,
     },
-    routing::RouteTable,
+    routing::{Route, RouteTable},
     tls::{self, TlsEntrypoint},
     upstream::Upstreams,
     EntrypointConfig, ProxyConfig,
@@ -55,8 +56,10 @@ pub struct ProxyState {
     /// Redirect targets: entrypoint name -> its first listen port.
     pub(super) ports: BTreeMap<String, u16>,
     middlewares: Middlewares,
-    /// Route name -> its middlewares (routes without any are absent).
-    pub(super) chains: HashMap<String, Chain>,
+    /// Route name -> its stack: its middlewares around its upstream.
+    stacks: HashMap<String, RouteService>,
+    /// The default service's stack (no middlewares).
+    default_stack: Option<RouteService>,
 }
 
 pub(super) struct EntrypointState {
@@ -66,7 +69,11 @@ pub(super) struct EntrypointState {
 
 impl ProxyState {
     /// Builds every part of a new state; any error leaves the old one in force.
-    fn build(config: &ProxyConfig, previous: Option<&ProxyState>) -> Result<ProxyState> {
+    fn build(
+        config: &ProxyConfig,
+        previous: Option<&ProxyState>,
+        cx: &BuildContext,
+    ) -> Result<ProxyState> {
         let mut entrypoints = BTreeMap::new();
         for entrypoint in &config.entrypoints {
             let tls = match &entrypoint.tls {
@@ -104,16 +111,42 @@ impl ProxyState {
             None => Upstreams::new(&config.services),
         };
         let middlewares =
-            Middlewares::build(&config.middlewares, previous.map(|p| &p.middlewares))?;
-        let chains = middlewares.chains(&config.routes)?;
+            Middlewares::build(&config.middlewares, previous.map(|p| &p.middlewares), cx)?;
+        let routes = RouteTable::new(&config.routes, config.default_service.as_deref());
+        let call = |service: &str| {
+            let upstream = upstreams.get(service)?;
+            Some(UpstreamCall::service(upstream, service, cx.metrics.clone()))
+        };
+        let mut stacks = HashMap::new();
+        for route in &config.routes {
+            // A route whose service is unknown answers 500 `no_service`.
+            if let Some(upstream) = call(&route.service) {
+                stacks.insert(route.name.clone(), middlewares.stack(route, upstream)?);
+            }
+        }
+        let default_stack = routes.default_route().and_then(|d| call(&d.service));
         Ok(ProxyState {
-            routes: RouteTable::new(&config.routes, config.default_service.as_deref()),
+            routes,
             upstreams,
             entrypoints,
             ports,
             middlewares,
-            chains,
+            stacks,
+            default_stack,
         })
+    }
+
+    /// The stack that serves `route`, if its service is known.
+    pub(super) fn stack(&self, route: &Route) -> Option<RouteService> {
+        let is_default = self
+            .routes
+            .default_route()
+            .is_some_and(|d| std::ptr::eq(d, route));
+        if is_default {
+            self.default_stack.clone()
+        } else {
+            self.stacks.get(&route.name).cloned()
+        }
     }
 }
 
@@ -131,7 +164,7 @@ pub(super) struct Shared {
     pub(super) state: ArcSwap<ProxyState>,
     pub(super) trusted: ArcSwap<TrustedPeers>,
     /// Every filter set's contents, for `ip_allow`.
-    pub(super) sets: ArcSwap<Sets>,
+    pub(super) sets: Arc<ArcSwap<Sets>>,
     pub(super) metrics: Arc<ProxyMetrics>,
     pub(super) access_log: Option<AccessLog>,
     draining: AtomicBool,
@@ -150,7 +183,12 @@ impl Proxy {
         sets: Sets,
         metrics: Arc<ProxyMetrics>,
     ) -> Result<Proxy> {
-        let state = ProxyState::build(config, None)?;
+        let sets = Arc::new(ArcSwap::from_pointee(sets));
+        let cx = BuildContext {
+            metrics: metrics.clone(),
+            sets: sets.clone(),
+        };
+        let state = ProxyState::build(config, None, &cx)?;
         let access_log = if config.access_log.enabled {
             Some(AccessLog::open(config.access_log.path.as_deref())?)
         } else {
@@ -159,7 +197,7 @@ impl Proxy {
         let shared = Arc::new(Shared {
             state: ArcSwap::from_pointee(state),
             trusted: ArcSwap::from_pointee(trusted),
-            sets: ArcSwap::from_pointee(sets),
+            sets,
             metrics,
             access_log,
             draining: AtomicBool::new(false),
@@ -211,7 +249,11 @@ impl Proxy {
     /// then swap it in with [`Proxy::commit`]. An error changes nothing.
     pub fn prepare(&self, config: &ProxyConfig) -> Result<PreparedReload> {
         let current = self.shared.state.load();
-        let next = ProxyState::build(config, Some(&current))?;
+        let cx = BuildContext {
+            metrics: self.shared.metrics.clone(),
+            sets: self.shared.sets.clone(),
+        };
+        let next = ProxyState::build(config, Some(&current), &cx)?;
         let old_listen: Vec<_> = current
             .entrypoints
             .values()

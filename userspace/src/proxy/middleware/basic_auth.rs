@@ -15,11 +15,11 @@ use arc_swap::ArcSwap;
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use hyper::{
     header::{self, HeaderMap, HeaderName, HeaderValue},
-    Response, StatusCode,
+    Request, StatusCode,
 };
 
-use super::{answer, htpasswd::Users, Answer, BasicAuthConfig};
-use crate::proxy::upstream::ProxyBody;
+use super::{htpasswd::Users, stack::Middleware, BasicAuthConfig};
+use crate::proxy::{request::ProxyError, upstream::ProxyBody};
 
 /// The file's identity and contents' age: a change of any means "re-read".
 type Stamp = (u64, u64, SystemTime, u64);
@@ -103,9 +103,9 @@ impl BasicAuth {
     }
 
     /// `Err` is the 401 answer.
-    pub async fn check(&self, headers: &mut HeaderMap) -> Result<(), Answer> {
+    pub async fn check(&self, headers: &mut HeaderMap) -> Result<(), ProxyError> {
         let Some((user, password)) = credentials(headers) else {
-            return Err(Box::new(self.challenge()));
+            return Err(self.challenge());
         };
         let users = self.users.load_full();
         // bcrypt is slow on purpose; keep it off the threads that serve
@@ -115,7 +115,7 @@ impl BasicAuth {
             .await
             .unwrap_or(false);
         if !verified {
-            return Err(Box::new(self.challenge()));
+            return Err(self.challenge());
         }
         if self.remove_header {
             headers.remove(header::AUTHORIZATION);
@@ -135,12 +135,15 @@ impl BasicAuth {
         Ok(())
     }
 
-    fn challenge(&self) -> Response<ProxyBody> {
-        let mut response = answer(StatusCode::UNAUTHORIZED, "401 unauthorized");
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, self.challenge.clone());
-        response
+    fn challenge(&self) -> ProxyError {
+        ProxyError::policy(StatusCode::UNAUTHORIZED, "basic_auth", "unauthorized")
+            .with_header(header::WWW_AUTHENTICATE, self.challenge.clone())
+    }
+}
+
+impl Middleware for BasicAuth {
+    async fn request(&self, request: &mut Request<ProxyBody>) -> Result<(), ProxyError> {
+        self.check(request.headers_mut()).await
     }
 }
 
@@ -203,7 +206,12 @@ mod tests {
         )
         .unwrap();
         let keep = auth(dir.path(), false);
-        let refused = keep.check(&mut HeaderMap::new()).await.err().unwrap();
+        let refused = keep
+            .check(&mut HeaderMap::new())
+            .await
+            .err()
+            .unwrap()
+            .into_response();
         assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(
             refused.headers()[header::WWW_AUTHENTICATE],

@@ -6,21 +6,32 @@
 //! the time middlewares run, so that last entry is left out again.
 use std::net::IpAddr;
 
-use hyper::header::HeaderMap;
+use hyper::{header::HeaderMap, Request};
 
-use super::{ClientSource, RequestContext};
-use crate::proxy::forwarded::TrustedPeers;
+use super::ClientSource;
+use crate::proxy::{
+    forwarded::TrustedPeers,
+    request::{ClientIp, PeerIp, ProxyError},
+};
 
-/// The address to judge; `None` when the strategy finds none (the header is
-/// too short, or every entry is excluded), as Traefik's empty source.
-pub fn resolve(
-    source: &ClientSource,
-    cx: &RequestContext<'_>,
-    headers: &HeaderMap,
-) -> Option<IpAddr> {
+/// The address a request is judged by. `Ok(None)`: the strategy finds none
+/// (the header is too short, or every entry is excluded), as Traefik's
+/// empty source. `Err`: the request did not pass the forwarded-header step,
+/// which always runs before a route's stack.
+pub fn resolve<B>(source: &ClientSource, request: &Request<B>) -> Result<Option<IpAddr>, ProxyError> {
+    let extensions = request.extensions();
+    let (Some(&ClientIp(client)), Some(&PeerIp(peer))) =
+        (extensions.get::<ClientIp>(), extensions.get::<PeerIp>())
+    else {
+        return Err(ProxyError::internal("client_source", "no client IP settled"));
+    };
+    Ok(pick(source, client, peer, request.headers()))
+}
+
+fn pick(source: &ClientSource, client: IpAddr, peer: IpAddr, headers: &HeaderMap) -> Option<IpAddr> {
     match source {
-        ClientSource::Settled => Some(cx.client_ip),
-        ClientSource::Peer => Some(cx.peer_ip.to_canonical()),
+        ClientSource::Settled => Some(client),
+        ClientSource::Peer => Some(peer.to_canonical()),
         ClientSource::ForwardedDepth(depth) => {
             let entries = as_received(headers);
             let index = entries.len().checked_sub(*depth)?;
@@ -63,7 +74,6 @@ mod tests {
     use hyper::header::HeaderValue;
 
     use super::*;
-    use crate::proxy::middleware::Sets;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -71,20 +81,17 @@ mod tests {
 
     #[test]
     fn each_strategy_picks_its_address() {
-        let sets = Sets::new();
-        let cx = RequestContext {
-            client_ip: ip("203.0.113.5"),
-            peer_ip: ip("173.245.48.10"),
-            tls: true,
-            sets: &sets,
-        };
+        let mut request = Request::new(());
+        request.extensions_mut().insert(ClientIp(ip("203.0.113.5")));
+        request.extensions_mut().insert(PeerIp(ip("173.245.48.10")));
         let mut headers = HeaderMap::new();
         // As forwarded: the client's chain, then the peer appended.
         headers.insert(
             "x-forwarded-for",
             HeaderValue::from_static("198.51.100.1, 203.0.113.5, 173.245.48.10"),
         );
-        let pick = |s: ClientSource| resolve(&s, &cx, &headers);
+        *request.headers_mut() = headers.clone();
+        let pick = |s: ClientSource| resolve(&s, &request).unwrap();
         assert_eq!(pick(ClientSource::Settled), Some(ip("203.0.113.5")));
         assert_eq!(pick(ClientSource::Peer), Some(ip("173.245.48.10")));
         assert_eq!(
@@ -102,9 +109,13 @@ mod tests {
         assert_eq!(pick(everything), None);
         // An untrusted peer's request: only the peer is in the header.
         headers.insert("x-forwarded-for", HeaderValue::from_static("173.245.48.10"));
+        *request.headers_mut() = headers;
         assert_eq!(
-            resolve(&ClientSource::ForwardedDepth(1), &cx, &headers),
+            resolve(&ClientSource::ForwardedDepth(1), &request).unwrap(),
             None
         );
+        // A request that never passed the forwarded-header step is an
+        // internal error, not an anonymous client.
+        assert!(resolve(&ClientSource::Settled, &Request::new(())).is_err());
     }
 }

@@ -5,26 +5,16 @@
 //! images, `text/event-stream` (a compressor would hold events back), and
 //! partial content (a byte range of the encoded body is not the range the
 //! client asked for).
-use std::{
-    convert::Infallible,
-    future::Future,
-    pin::pin,
-    task::{Context, Poll, Waker},
-};
-
 use http_body_util::BodyExt as _;
-use hyper::{
-    header::{self, HeaderValue},
-    Request, Response, StatusCode,
-};
+use hyper::{header, Response, StatusCode};
+use tower::ServiceExt as _;
 use tower_http::compression::{
     predicate::{NotForContentType, Predicate, SizeAbove},
-    Compression,
+    CompressionLayer,
 };
-use tower_service::Service;
+use tower_layer::Layer as _;
 
-use super::{answer, CompressConfig};
-use crate::proxy::upstream::ProxyBody;
+use super::{stack::RouteService, CompressConfig};
 
 pub struct Compress {
     min_bytes: u16,
@@ -37,65 +27,33 @@ impl Compress {
         }
     }
 
-    /// The response, compressed if the client accepts an encoding and the
-    /// response is worth it.
-    pub fn apply(
-        &self,
-        accept_encoding: Option<&HeaderValue>,
-        response: Response<ProxyBody>,
-    ) -> Response<ProxyBody> {
+    /// tower-http's compression around `inner`: it reads the request's
+    /// `Accept-Encoding` and compresses the response when the client
+    /// accepts an encoding and the response is worth it.
+    pub fn wrap(&self, inner: RouteService) -> RouteService {
         let predicate = SizeAbove::new(self.min_bytes)
             .and(NotForContentType::GRPC)
             .and(NotForContentType::IMAGES)
             .and(NotForContentType::SSE)
-            .and(NotPartial);
-        // tower-http decides per request/response pair inside a Service;
-        // the pair here is the original request's Accept-Encoding and a
-        // response that is already there.
-        let mut service = Compression::new(Given(Some(response))).compress_when(predicate);
-        let mut request = Request::new(());
-        if let Some(accept) = accept_encoding {
-            request
-                .headers_mut()
-                .insert(header::ACCEPT_ENCODING, accept.clone());
-        }
-        let future = pin!(service.call(request));
-        match future.poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(Ok(response)) => response.map(|body| body.boxed_unsync()),
-            Poll::Ready(Err(never)) => match never {},
-            // `Given` answers at once, so the future is ready on first poll.
-            Poll::Pending => answer(StatusCode::INTERNAL_SERVER_ERROR, "compression stalled"),
-        }
+            .and(WholeBodies);
+        let compressed = CompressionLayer::new()
+            .compress_when(predicate)
+            .layer(inner)
+            .map_response(|response| response.map(|body| body.boxed_unsync()));
+        RouteService::new(compressed)
     }
 }
 
-/// A service that answers with the response it holds.
-struct Given(Option<Response<ProxyBody>>);
-
-impl Service<Request<()>> for Given {
-    type Response = Response<ProxyBody>;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<Response<ProxyBody>, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Request<()>) -> Self::Future {
-        let response = self
-            .0
-            .take()
-            .unwrap_or_else(|| answer(StatusCode::INTERNAL_SERVER_ERROR, "answered twice"));
-        std::future::ready(Ok(response))
-    }
-}
-
+/// Neither partial content (a byte range of the encoded body is not the
+/// range the client asked for) nor a protocol switch (what follows a 101
+/// is not this response's body).
 #[derive(Clone, Copy)]
-struct NotPartial;
+struct WholeBodies;
 
-impl Predicate for NotPartial {
+impl Predicate for WholeBodies {
     fn should_compress<B: hyper::body::Body>(&self, response: &Response<B>) -> bool {
         response.status() != StatusCode::PARTIAL_CONTENT
+            && response.status() != StatusCode::SWITCHING_PROTOCOLS
             && !response.headers().contains_key(header::CONTENT_RANGE)
     }
 }
@@ -104,8 +62,37 @@ impl Predicate for NotPartial {
 mod tests {
     use bytes::Bytes;
     use http_body_util::Full;
+    use hyper::{header::HeaderValue, Request};
 
     use super::*;
+    use crate::proxy::upstream::ProxyBody;
+
+    impl Compress {
+        /// `response` as it leaves the stack for a request that accepted
+        /// `accept_encoding`.
+        async fn apply(
+            &self,
+            accept_encoding: Option<&HeaderValue>,
+            response: Response<ProxyBody>,
+        ) -> Response<ProxyBody> {
+            let given = std::sync::Arc::new(std::sync::Mutex::new(Some(response)));
+            let upstream = RouteService::new(tower::service_fn(move |_| {
+                let response = given.lock().unwrap().take().expect("called once");
+                std::future::ready(Ok::<_, std::convert::Infallible>(response))
+            }));
+            let mut request = Request::new(
+                http_body_util::Empty::new()
+                    .map_err(|n| match n {})
+                    .boxed_unsync(),
+            );
+            if let Some(accept) = accept_encoding {
+                request
+                    .headers_mut()
+                    .insert(header::ACCEPT_ENCODING, accept.clone());
+            }
+            super::super::stack::call(self.wrap(upstream), request).await
+        }
+    }
 
     fn response(content_type: &str, body: &'static [u8]) -> Response<ProxyBody> {
         let mut response = Response::new(
@@ -132,7 +119,9 @@ mod tests {
     async fn negotiates_and_round_trips() {
         let compress = Compress::new(&CompressConfig { min_bytes: 1024 });
         let accept = HeaderValue::from_static("gzip;q=0.5, br;q=0.8, zstd");
-        let compressed = compress.apply(Some(&accept), response("text/html", TEXT));
+        let compressed = compress
+            .apply(Some(&accept), response("text/html", TEXT))
+            .await;
         assert_eq!(encoding(&compressed), Some("zstd"));
         assert_eq!(compressed.headers()[header::VARY], "accept-encoding");
         let bytes = compressed.into_body().collect().await.unwrap().to_bytes();
@@ -143,12 +132,14 @@ mod tests {
         );
 
         let gzip = HeaderValue::from_static("gzip");
-        let compressed = compress.apply(Some(&gzip), response("text/html", TEXT));
+        let compressed = compress
+            .apply(Some(&gzip), response("text/html", TEXT))
+            .await;
         assert_eq!(encoding(&compressed), Some("gzip"));
     }
 
-    #[test]
-    fn leaves_alone_what_it_should() {
+    #[tokio::test]
+    async fn leaves_alone_what_it_should() {
         let compress = Compress::new(&CompressConfig { min_bytes: 1024 });
         let accept = HeaderValue::from_static("gzip, br, zstd");
         let cases = [
@@ -168,10 +159,15 @@ mod tests {
                 *r.status_mut() = StatusCode::PARTIAL_CONTENT;
                 r
             }),
+            ("a protocol switch", Some(&accept), {
+                let mut r = response("text/html", TEXT);
+                *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                r
+            }),
         ];
         for (what, accept, original) in cases {
             let was = encoding(&original).map(str::to_string);
-            let out = compress.apply(accept, original);
+            let out = compress.apply(accept, original).await;
             assert_eq!(encoding(&out).map(str::to_string), was, "{what}");
         }
     }

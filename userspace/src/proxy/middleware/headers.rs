@@ -3,10 +3,18 @@
 //! custom response headers to set or remove) and `headers` (request headers
 //! to set or remove before the request goes upstream). The header names and
 //! values are parsed once, when the middleware is built.
+//!
+//! tower-http's `SetRequestHeader`/`SetResponseHeader` layers set headers
+//! but cannot remove one, and would be one layer per header; these are one
+//! layer each that does both.
 use anyhow::{Context as _, Result};
-use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::{
+    header::{HeaderMap, HeaderName, HeaderValue},
+    Request, Response,
+};
 
-use super::{HeadersConfig, SecurityHeadersConfig};
+use super::{stack::Middleware, HeadersConfig, SecurityHeadersConfig};
+use crate::proxy::{request::ProxyError, upstream::ProxyBody};
 
 /// A header to set, or (`None`) to remove.
 type Edit = (HeaderName, Option<HeaderValue>);
@@ -79,6 +87,16 @@ impl SecurityHeaders {
     }
 }
 
+impl Middleware for SecurityHeaders {
+    async fn request(&self, _: &mut Request<ProxyBody>) -> Result<(), ProxyError> {
+        Ok(())
+    }
+
+    fn response(&self, response: &mut Response<ProxyBody>) {
+        self.apply(response.headers_mut());
+    }
+}
+
 /// The `headers` kind: request headers set or removed before the request
 /// goes upstream.
 pub struct RequestHeaders {
@@ -101,6 +119,13 @@ impl RequestHeaders {
 
     pub fn apply(&self, headers: &mut HeaderMap) {
         apply_edits(&self.edits, headers);
+    }
+}
+
+impl Middleware for RequestHeaders {
+    async fn request(&self, request: &mut Request<ProxyBody>) -> Result<(), ProxyError> {
+        self.apply(request.headers_mut());
+        Ok(())
     }
 }
 

@@ -2,30 +2,31 @@
 //! be in one of the named filter sets, as they are loaded now, or in one of
 //! the listed CIDRs; anyone else gets 403. A set that has not loaded yet
 //! admits nobody: the allowlist fails closed.
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
-use hyper::StatusCode;
+use arc_swap::ArcSwap;
+use hyper::{Request, StatusCode};
 
-use super::{answer, Answer, ClientSource, IpAllowConfig, Sets};
-use crate::proxy::forwarded::TrustedPeers;
+use super::{client_source, stack::Middleware, ClientSource, IpAllowConfig, Sets};
+use crate::proxy::{forwarded::TrustedPeers, request::ProxyError, upstream::ProxyBody};
 
 pub struct IpAllow {
     sets: Vec<String>,
     cidrs: TrustedPeers,
+    /// Which address is judged (Traefik's `ipStrategy`).
     source: ClientSource,
+    /// The filter sets as the proxy last received them.
+    loaded: Arc<ArcSwap<Sets>>,
 }
 
 impl IpAllow {
-    pub fn new(config: &IpAllowConfig) -> Self {
+    pub fn new(config: &IpAllowConfig, loaded: Arc<ArcSwap<Sets>>) -> Self {
         IpAllow {
             sets: config.sets.clone(),
             cidrs: TrustedPeers::new(config.cidrs.iter().copied()),
             source: config.source.clone(),
+            loaded,
         }
-    }
-
-    pub fn source(&self) -> &ClientSource {
-        &self.source
     }
 
     pub fn allows(&self, client: IpAddr, sets: &Sets) -> bool {
@@ -36,19 +37,21 @@ impl IpAllow {
                 .filter_map(|name| sets.get(name))
                 .any(|set| set.contains(client))
     }
-
-    /// `Err` is the 403 answer.
-    pub fn check(&self, client: IpAddr, sets: &Sets) -> Result<(), Answer> {
-        if self.allows(client, sets) {
-            Ok(())
-        } else {
-            Err(forbidden())
-        }
-    }
 }
 
-pub fn forbidden() -> Answer {
-    Box::new(answer(StatusCode::FORBIDDEN, "403 forbidden"))
+impl Middleware for IpAllow {
+    async fn request(&self, request: &mut Request<ProxyBody>) -> Result<(), ProxyError> {
+        // No address found by the source's strategy: nobody to admit.
+        let client = client_source::resolve(&self.source, request)?;
+        match client {
+            Some(client) if self.allows(client, &self.loaded.load()) => Ok(()),
+            _ => Err(ProxyError::policy(
+                StatusCode::FORBIDDEN,
+                "ip_allow",
+                "forbidden",
+            )),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -57,11 +60,14 @@ mod tests {
 
     #[test]
     fn sets_as_loaded_and_cidrs_admit_the_rest_do_not() {
-        let allow = IpAllow::new(&IpAllowConfig {
-            sets: vec!["admins".into(), "missing".into()],
-            cidrs: vec!["192.0.2.0/24".parse().unwrap()],
-            source: Default::default(),
-        });
+        let allow = IpAllow::new(
+            &IpAllowConfig {
+                sets: vec!["admins".into(), "missing".into()],
+                cidrs: vec!["192.0.2.0/24".parse().unwrap()],
+                source: Default::default(),
+            },
+            Default::default(),
+        );
         let mut sets = Sets::new();
         sets.insert(
             "admins".into(),

@@ -2,37 +2,28 @@
 //! and attached to routes in the order listed. Each kind has one job (set
 //! security headers, limit the rate per client, allow by address, ask for a
 //! password, redirect to another scheme, cap the request body, rewrite the
-//! path, set request headers) and lives in its own file.
+//! path, set request headers, compress) and lives in its own file.
 //!
-//! A route's [`Chain`] is built with the rest of the proxy state, so a reload
-//! swaps chains and routes together. The request side runs in list order
-//! after the forwarded headers have settled the client IP; any step may
-//! answer early (401, 403, 413, 429, a redirect), and that answer then goes
-//! back through the response side of the steps before it, as it would
-//! through nested layers. The response side runs in reverse order. A
+//! A route's middlewares are a tower stack ([`stack`]) built once per
+//! proxy state, the first listed outermost and the upstream call innermost,
+//! so a reload swaps stacks and routes together. A request goes down
+//! through each layer's request side; any layer may answer early (401, 403,
+//! 413, 429, a redirect), and every answer, the upstream's or a layer's,
+//! comes back up through the response side of the layers outside it. A
 //! middleware whose configuration did not change keeps its state across a
-//! reload (rate-limit buckets, the htpasswd file it read).
+//! reload (rate-limit buckets, the htpasswd file it read): the new stack
+//! holds the same one.
 //!
 //! Not here: the forwarded-header logic (`forwarded`), which every request
 //! gets whatever its route, and the entrypoint-wide HTTP->HTTPS redirect.
-use std::{
-    collections::{BTreeMap, HashMap},
-    net::IpAddr,
-    sync::Arc,
-};
+use std::{collections::BTreeMap, sync::Arc};
 
 use anyhow::{Context as _, Result};
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper::{
-    header::{self, HeaderValue},
-    Request, Response, StatusCode,
-};
+use arc_swap::ArcSwap;
 
 use super::{
     forwarded::TrustedPeers,
-    metrics::{MiddlewareOnly, ProxyMetrics, RejectionLabels},
-    upstream::ProxyBody,
+    metrics::{MiddlewareOnly, ProxyMetrics},
     RouteConfig,
 };
 
@@ -46,76 +37,105 @@ mod htpasswd;
 mod ip_allow;
 pub mod rate_limit;
 mod rewrite;
+pub mod stack;
 
 pub use config::*;
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// A middleware's own answer (boxed: a response is large, and most
-/// requests pass).
-type Answer = Box<Response<ProxyBody>>;
+pub use stack::RouteService;
 
 /// The filter's sets by name, as the proxy last received them.
 pub type Sets = BTreeMap<String, TrustedPeers>;
 
-/// What the request side of a middleware may look at besides the request.
-pub struct RequestContext<'a> {
-    /// The client as the forwarded-header logic settled it.
-    pub client_ip: IpAddr,
-    /// The TCP peer (after a PROXY protocol header, if any).
-    pub peer_ip: IpAddr,
-    /// Whether the request arrived over TLS on this proxy.
-    pub tls: bool,
-    pub sets: &'a Sets,
+/// What middlewares are built with besides their configuration.
+#[derive(Clone)]
+pub struct BuildContext {
+    pub metrics: Arc<ProxyMetrics>,
+    /// The filter sets as they are loaded now (for `ip_allow`).
+    pub sets: Arc<ArcSwap<Sets>>,
 }
 
-/// One built middleware.
-enum Layer {
-    SecurityHeaders(headers::SecurityHeaders),
-    RateLimit(rate_limit::RateLimit),
-    IpAllow(ip_allow::IpAllow),
-    BasicAuth(basic_auth::BasicAuth),
-    RedirectScheme(rewrite::RedirectScheme),
-    BodyLimit(body_limit::BodyLimit),
-    StripPrefix(rewrite::StripPrefix),
-    AddPrefix(rewrite::AddPrefix),
-    Headers(headers::RequestHeaders),
-    Compress(compress::Compress),
+/// One built middleware: its state, shared by every stack that uses it.
+enum Built {
+    SecurityHeaders(Arc<headers::SecurityHeaders>),
+    RateLimit(Arc<rate_limit::RateLimited>),
+    IpAllow(Arc<ip_allow::IpAllow>),
+    BasicAuth(Arc<basic_auth::BasicAuth>),
+    RedirectScheme(Arc<rewrite::RedirectScheme>),
+    BodyLimit(Arc<body_limit::BodyLimit>),
+    StripPrefix(Arc<rewrite::StripPrefix>),
+    AddPrefix(Arc<rewrite::AddPrefix>),
+    Headers(Arc<headers::RequestHeaders>),
+    Compress(Arc<compress::Compress>),
 }
 
-impl Layer {
-    fn build(name: &str, config: &MiddlewareConfig) -> Result<Layer> {
+impl Built {
+    fn new(name: &str, config: &MiddlewareConfig, cx: &BuildContext) -> Result<Built> {
         Ok(match config {
             MiddlewareConfig::SecurityHeaders(c) => {
-                Layer::SecurityHeaders(headers::SecurityHeaders::new(c)?)
+                Built::SecurityHeaders(Arc::new(headers::SecurityHeaders::new(c)?))
             }
-            MiddlewareConfig::RateLimit(c) => Layer::RateLimit(rate_limit::RateLimit::new(c)?),
-            MiddlewareConfig::IpAllow(c) => Layer::IpAllow(ip_allow::IpAllow::new(c)),
+            MiddlewareConfig::RateLimit(c) => {
+                let keys = cx
+                    .metrics
+                    .rate_limit_keys
+                    .get_or_create(&MiddlewareOnly {
+                        middleware: name.to_string(),
+                    })
+                    .clone();
+                let limiter = rate_limit::RateLimit::new(c)?;
+                Built::RateLimit(Arc::new(rate_limit::RateLimited::new(limiter, keys)))
+            }
+            MiddlewareConfig::IpAllow(c) => {
+                Built::IpAllow(Arc::new(ip_allow::IpAllow::new(c, cx.sets.clone())))
+            }
             MiddlewareConfig::BasicAuth(c) => {
-                Layer::BasicAuth(basic_auth::BasicAuth::load(name, c)?)
+                Built::BasicAuth(Arc::new(basic_auth::BasicAuth::load(name, c)?))
             }
             MiddlewareConfig::RedirectScheme(c) => {
-                Layer::RedirectScheme(rewrite::RedirectScheme::new(c))
+                Built::RedirectScheme(Arc::new(rewrite::RedirectScheme::new(c)))
             }
-            MiddlewareConfig::BodyLimit(c) => Layer::BodyLimit(body_limit::BodyLimit::new(c)),
-            MiddlewareConfig::StripPrefix(c) => Layer::StripPrefix(rewrite::StripPrefix::new(c)),
-            MiddlewareConfig::AddPrefix(c) => Layer::AddPrefix(rewrite::AddPrefix::new(c)),
-            MiddlewareConfig::Headers(c) => Layer::Headers(headers::RequestHeaders::new(c)?),
-            MiddlewareConfig::Compress(c) => Layer::Compress(compress::Compress::new(c)),
+            MiddlewareConfig::BodyLimit(c) => {
+                Built::BodyLimit(Arc::new(body_limit::BodyLimit::new(name, c)))
+            }
+            MiddlewareConfig::StripPrefix(c) => {
+                Built::StripPrefix(Arc::new(rewrite::StripPrefix::new(c)))
+            }
+            MiddlewareConfig::AddPrefix(c) => {
+                Built::AddPrefix(Arc::new(rewrite::AddPrefix::new(c)))
+            }
+            MiddlewareConfig::Headers(c) => {
+                Built::Headers(Arc::new(headers::RequestHeaders::new(c)?))
+            }
+            MiddlewareConfig::Compress(c) => Built::Compress(Arc::new(compress::Compress::new(c))),
         })
+    }
+
+    /// This middleware's layer around `inner`.
+    fn wrap(&self, name: &Arc<str>, inner: RouteService) -> RouteService {
+        match self {
+            Built::SecurityHeaders(m) => stack::wrap(m, name, inner),
+            Built::RateLimit(m) => stack::wrap(m, name, inner),
+            Built::IpAllow(m) => stack::wrap(m, name, inner),
+            Built::BasicAuth(m) => stack::wrap(m, name, inner),
+            Built::RedirectScheme(m) => stack::wrap(m, name, inner),
+            Built::BodyLimit(m) => stack::wrap(m, name, inner),
+            Built::StripPrefix(m) => stack::wrap(m, name, inner),
+            Built::AddPrefix(m) => stack::wrap(m, name, inner),
+            Built::Headers(m) => stack::wrap(m, name, inner),
+            Built::Compress(m) => m.wrap(inner),
+        }
     }
 }
 
-struct Built {
+struct Entry {
     config: MiddlewareConfig,
-    layer: Arc<Layer>,
+    built: Arc<Built>,
 }
 
 /// Every configured middleware, built once per proxy state, whether a
 /// route uses it or not (so its file errors show at load time).
 #[derive(Default)]
 pub struct Middlewares {
-    by_name: BTreeMap<String, Built>,
+    by_name: BTreeMap<String, Entry>,
 }
 
 impl Middlewares {
@@ -126,253 +146,83 @@ impl Middlewares {
     pub fn build(
         configs: &BTreeMap<String, MiddlewareConfig>,
         previous: Option<&Middlewares>,
+        cx: &BuildContext,
     ) -> Result<Middlewares> {
         let mut by_name = BTreeMap::new();
         for (name, config) in configs {
             let kept = previous
                 .and_then(|p| p.by_name.get(name))
                 .filter(|old| &old.config == config)
-                .map(|old| old.layer.clone());
-            let layer = match kept {
-                Some(layer) => layer,
+                .map(|old| old.built.clone());
+            let built = match kept {
+                Some(built) => built,
                 None => Arc::new(
-                    Layer::build(name, config).with_context(|| format!("middleware `{name}`"))?,
+                    Built::new(name, config, cx).with_context(|| format!("middleware `{name}`"))?,
                 ),
             };
-            by_name.insert(
-                name.clone(),
-                Built {
-                    config: config.clone(),
-                    layer,
-                },
-            );
+            let config = config.clone();
+            by_name.insert(name.clone(), Entry { config, built });
         }
         Ok(Middlewares { by_name })
     }
 
-    /// The chain of every route that has middlewares, by route name. A name
-    /// the config reader let through but that is not here is an error.
-    pub fn chains(&self, routes: &[RouteConfig]) -> Result<HashMap<String, Chain>> {
-        let mut chains = HashMap::new();
-        for route in routes.iter().filter(|r| !r.middlewares.is_empty()) {
-            let mut steps = Vec::new();
-            for name in &route.middlewares {
-                let built = self.by_name.get(name).with_context(|| {
-                    format!("route `{}`: unknown middleware `{name}`", route.name)
-                })?;
-                steps.push(Step {
-                    name: name.clone(),
-                    kind: built.config.kind(),
-                    layer: built.layer.clone(),
-                });
-            }
-            chains.insert(route.name.clone(), Chain { steps });
+    /// `route`'s stack around `upstream`, its first middleware outermost.
+    /// A name the config reader let through but that is not here is an
+    /// error.
+    pub fn stack(&self, route: &RouteConfig, upstream: RouteService) -> Result<RouteService> {
+        let mut service = upstream;
+        for name in route.middlewares.iter().rev() {
+            let entry = self
+                .by_name
+                .get(name)
+                .with_context(|| format!("route `{}`: unknown middleware `{name}`", route.name))?;
+            service = entry.built.wrap(&Arc::from(name.as_str()), service);
         }
-        Ok(chains)
+        Ok(service)
     }
 
     /// Periodic upkeep: re-reads the files middlewares depend on (htpasswd)
     /// when they changed (a bad new file keeps the old contents and is
     /// counted), and lets rate limits forget clients whose bucket is full.
     pub fn housekeep(&self, metrics: &ProxyMetrics) {
-        for (name, built) in &self.by_name {
-            if let Layer::RateLimit(limit) = built.layer.as_ref() {
-                limit.forget_idle();
-                metrics
-                    .rate_limit_keys
-                    .get_or_create(&MiddlewareOnly {
-                        middleware: name.clone(),
-                    })
-                    .set(limit.keys() as i64);
-            }
-            if let Layer::BasicAuth(auth) = built.layer.as_ref() {
-                if let Err(error) = auth.reload_if_changed() {
-                    tracing::error!(
-                        middleware = %name,
-                        "the htpasswd file changed but cannot be used; the users read before \
-                         stay in force: {error:#}"
-                    );
-                    metrics
-                        .middleware_file_errors
-                        .get_or_create(&MiddlewareOnly {
-                            middleware: name.clone(),
-                        })
-                        .inc();
-                }
-            }
-        }
-    }
-}
-
-struct Step {
-    name: String,
-    kind: &'static str,
-    layer: Arc<Layer>,
-}
-
-/// A route's middlewares, in the order the route lists them.
-pub struct Chain {
-    steps: Vec<Step>,
-}
-
-/// What the response side needs to know about how the request side went.
-pub struct Passed<'c> {
-    chain: &'c Chain,
-    /// Set by a body limit when the streamed request body crossed it.
-    body_overflow: Option<body_limit::Overflow>,
-    /// The request's, for `compress`.
-    accept_encoding: Option<HeaderValue>,
-}
-
-impl Chain {
-    /// Runs the request side. `Err` is an early answer, already through the
-    /// response side of the steps before the one that gave it, and counted.
-    pub async fn request<'c>(
-        &'c self,
-        request: &mut Request<ProxyBody>,
-        cx: &RequestContext<'_>,
-        metrics: &ProxyMetrics,
-    ) -> Result<Passed<'c>, Response<ProxyBody>> {
-        let mut passed = Passed {
-            chain: self,
-            body_overflow: None,
-            accept_encoding: request.headers().get(header::ACCEPT_ENCODING).cloned(),
-        };
-        for (index, step) in self.steps.iter().enumerate() {
-            let answer = match step.layer.as_ref() {
-                Layer::RateLimit(limit) => {
-                    // No address found: one shared bucket, as Traefik's
-                    // empty source.
-                    let source = client_source::resolve(limit.source(), cx, request.headers())
-                        .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
-                    let answer = limit.check(source);
-                    metrics
-                        .rate_limit_keys
-                        .get_or_create(&MiddlewareOnly {
-                            middleware: step.name.clone(),
-                        })
-                        .set(limit.keys() as i64);
-                    answer
-                }
-                Layer::IpAllow(allow) => {
-                    match client_source::resolve(allow.source(), cx, request.headers()) {
-                        Some(ip) => allow.check(ip, cx.sets),
-                        None => Err(ip_allow::forbidden()),
+        for (name, entry) in &self.by_name {
+            match entry.built.as_ref() {
+                Built::RateLimit(limit) => limit.forget_idle(),
+                Built::BasicAuth(auth) => {
+                    if let Err(error) = auth.reload_if_changed() {
+                        tracing::error!(
+                            middleware = %name,
+                            "the htpasswd file changed but cannot be used; the users read \
+                             before stay in force: {error:#}"
+                        );
+                        metrics
+                            .middleware_file_errors
+                            .get_or_create(&MiddlewareOnly {
+                                middleware: name.clone(),
+                            })
+                            .inc();
                     }
                 }
-                Layer::BasicAuth(auth) => auth.check(request.headers_mut()).await,
-                Layer::RedirectScheme(redirect) => redirect.check(request, cx.tls),
-                Layer::BodyLimit(limit) => match limit.wrap(request, &step.name) {
-                    Ok(overflow) => {
-                        passed.body_overflow = Some(overflow);
-                        Ok(())
-                    }
-                    Err(answer) => Err(answer),
-                },
-                Layer::StripPrefix(strip) => {
-                    strip.apply(request);
-                    Ok(())
-                }
-                Layer::AddPrefix(add) => {
-                    add.apply(request);
-                    Ok(())
-                }
-                Layer::Headers(headers) => {
-                    headers.apply(request.headers_mut());
-                    Ok(())
-                }
-                Layer::SecurityHeaders(_) | Layer::Compress(_) => Ok(()),
-            };
-            if let Err(response) = answer {
-                let response = *response;
-                metrics
-                    .middleware_rejections
-                    .get_or_create(&RejectionLabels {
-                        middleware: step.name.clone(),
-                        kind: step.kind.to_string(),
-                        code: response.status().as_u16(),
-                    })
-                    .inc();
-                let accept = passed.accept_encoding.as_ref();
-                return Err(respond(&self.steps[..index], response, accept));
+                _ => {}
             }
         }
-        Ok(passed)
     }
-}
-
-impl Passed<'_> {
-    /// Whether a body limit cut the request body off.
-    pub fn cut_short(&self) -> bool {
-        self.body_overflow.as_ref().is_some_and(|o| o.happened())
-    }
-
-    /// Replaces the upstream's answer (or error page) with 413 when a body
-    /// limit cut the request body off mid-stream, then runs the response
-    /// side of every step, last first.
-    pub fn response(
-        &self,
-        response: Response<ProxyBody>,
-        metrics: &ProxyMetrics,
-    ) -> Response<ProxyBody> {
-        let response = match &self.body_overflow {
-            Some(overflow) if overflow.happened() => {
-                metrics
-                    .middleware_rejections
-                    .get_or_create(&RejectionLabels {
-                        middleware: overflow.middleware().to_string(),
-                        kind: "body_limit".to_string(),
-                        code: 413,
-                    })
-                    .inc();
-                body_limit::too_large(overflow.limit())
-            }
-            _ => response,
-        };
-        respond(&self.chain.steps, response, self.accept_encoding.as_ref())
-    }
-}
-
-/// The response side of `steps`, last first.
-fn respond(
-    steps: &[Step],
-    mut response: Response<ProxyBody>,
-    accept_encoding: Option<&HeaderValue>,
-) -> Response<ProxyBody> {
-    for step in steps.iter().rev() {
-        match step.layer.as_ref() {
-            Layer::SecurityHeaders(security) => security.apply(response.headers_mut()),
-            Layer::Compress(compress) => response = compress.apply(accept_encoding, response),
-            _ => {}
-        }
-    }
-    response
-}
-
-/// A short text answer of the proxy's own.
-fn answer(status: StatusCode, text: &str) -> Response<ProxyBody> {
-    let mut response = Response::new(
-        Full::new(Bytes::from(format!("{text}\n")))
-            .map_err(|never| -> BoxError { match never {} })
-            .boxed_unsync(),
-    );
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
 }
 
 #[cfg(test)]
 mod tests {
+    use std::{convert::Infallible, time::Duration};
+
+    use http_body_util::BodyExt as _;
+    use hyper::{Request, Response, StatusCode};
+
     use super::*;
-    use crate::proxy::{PathType, RateLimitConfig};
+    use crate::proxy::{request::ClientIp, upstream::ProxyBody, PathType, RateLimitConfig};
 
     fn limit(average: u32) -> MiddlewareConfig {
         MiddlewareConfig::RateLimit(RateLimitConfig {
             average,
-            period: std::time::Duration::from_secs(1),
+            period: Duration::from_secs(1),
             burst: 1,
             ipv6_subnet: None,
             max_keys: 1024,
@@ -392,41 +242,113 @@ mod tests {
         }
     }
 
+    fn context() -> BuildContext {
+        BuildContext {
+            metrics: Arc::new(ProxyMetrics::new()),
+            sets: Default::default(),
+        }
+    }
+
+    fn empty() -> ProxyBody {
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed_unsync()
+    }
+
+    /// An upstream that answers 200 with the path it was sent, and counts
+    /// its calls.
+    fn echo_path(calls: Arc<std::sync::atomic::AtomicUsize>) -> RouteService {
+        RouteService::new(tower::service_fn(move |request: Request<ProxyBody>| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let path = request.uri().path().to_string();
+            let body = http_body_util::Full::new(bytes::Bytes::from(path))
+                .map_err(|never| match never {})
+                .boxed_unsync();
+            std::future::ready(Ok::<_, Infallible>(Response::new(body)))
+        }))
+    }
+
+    async fn call(service: &RouteService, path: &str) -> (Response<ProxyBody>, String) {
+        let mut request = Request::builder().uri(path).body(empty()).unwrap();
+        request
+            .extensions_mut()
+            .insert(ClientIp("192.0.2.1".parse().unwrap()));
+        let response = stack::call(service.clone(), request).await;
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        (Response::from_parts(parts, empty()), text)
+    }
+
     #[test]
     fn an_unchanged_middleware_survives_a_rebuild_a_changed_one_does_not() {
         let configs: BTreeMap<_, _> = [("a".to_string(), limit(1)), ("b".to_string(), limit(2))]
             .into_iter()
             .collect();
-        let first = Middlewares::build(&configs, None).unwrap();
+        let cx = context();
+        let first = Middlewares::build(&configs, None, &cx).unwrap();
         let mut changed = configs.clone();
         changed.insert("b".into(), limit(3));
-        let second = Middlewares::build(&changed, Some(&first)).unwrap();
+        let second = Middlewares::build(&changed, Some(&first), &cx).unwrap();
         let same =
-            |name: &str| Arc::ptr_eq(&first.by_name[name].layer, &second.by_name[name].layer);
+            |name: &str| Arc::ptr_eq(&first.by_name[name].built, &second.by_name[name].built);
         assert!(same("a"), "unchanged: the same limiter, with its buckets");
         assert!(!same("b"), "changed: a new limiter");
     }
 
-    #[test]
-    fn chains_follow_route_order_and_skip_routes_without_middlewares() {
-        let configs: BTreeMap<_, _> = [("a".to_string(), limit(1)), ("b".to_string(), limit(2))]
-            .into_iter()
-            .collect();
-        let built = Middlewares::build(&configs, None).unwrap();
-        let chains = built
-            .chains(&[route("one", &["b", "a"]), route("two", &[])])
-            .unwrap();
-        let names: Vec<&str> = chains["one"]
-            .steps
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect();
-        assert_eq!(names, ["b", "a"]);
-        assert!(!chains.contains_key("two"));
-        let error = built.chains(&[route("three", &["c"])]).err().unwrap();
-        assert!(
-            format!("{error:#}").contains("unknown middleware `c`"),
-            "{error:#}"
+    #[tokio::test]
+    async fn the_stack_runs_in_route_order_and_a_refusal_meets_the_layers_outside_it() {
+        let strip = StripPrefixConfig {
+            prefixes: vec!["/api".into()],
+        };
+        let add = AddPrefixConfig {
+            prefix: "/v2".into(),
+        };
+        let sec = SecurityHeadersConfig {
+            content_type_nosniff: true,
+            ..Default::default()
+        };
+        let configs: BTreeMap<_, _> = [
+            ("strip", MiddlewareConfig::StripPrefix(strip)),
+            ("add", MiddlewareConfig::AddPrefix(add)),
+            ("sec", MiddlewareConfig::SecurityHeaders(sec)),
+            ("limit", limit(1)),
+        ]
+        .into_iter()
+        .map(|(name, config)| (name.to_string(), config))
+        .collect();
+        let built = Middlewares::build(&configs, None, &context()).unwrap();
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stack = |names: &[&str]| {
+            built
+                .stack(&route("r", names), echo_path(calls.clone()))
+                .unwrap()
+        };
+        // strip then add: /api/x -> /x -> /v2/x; add then strip: /v2/api/x,
+        // which no longer starts with /api.
+        assert_eq!(call(&stack(&["strip", "add"]), "/api/x").await.1, "/v2/x");
+        assert_eq!(
+            call(&stack(&["add", "strip"]), "/api/x").await.1,
+            "/v2/api/x"
         );
+        // The limiter's 429 goes back out through the security headers.
+        let guarded = stack(&["sec", "limit"]);
+        let (passed, _) = call(&guarded, "/").await;
+        assert_eq!(passed.headers()["x-content-type-options"], "nosniff");
+        let before = calls.load(std::sync::atomic::Ordering::SeqCst);
+        let (refused, text) = call(&guarded, "/").await;
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS, "{text}");
+        assert_eq!(refused.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), before);
+        let refusal = refused
+            .extensions()
+            .get::<crate::proxy::request::error::Refusal>();
+        let refusal = refusal.expect("the refusal says what it was");
+        assert_eq!(refusal.middleware.as_deref(), Some("limit"));
+        assert_eq!(refusal.kind, "rate_limit");
+
+        let error = built.stack(&route("three", &["c"]), echo_path(calls)).err();
+        let error = format!("{:#}", error.unwrap());
+        assert!(error.contains("unknown middleware `c`"), "{error}");
     }
 }

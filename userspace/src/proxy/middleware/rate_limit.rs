@@ -2,6 +2,11 @@
 //! forwarded-header logic settled on, IPv6 clients optionally grouped by a
 //! prefix (a /64 is one subscriber). A rejection is 429 with `Retry-After`.
 //!
+//! Two parts: [`RateLimit`] is the limiter (the decision per key, and the
+//! memory it keeps), and [`RateLimited`] is the middleware that asks it and
+//! answers; another limiter (one shared between nodes) slots in beside
+//! [`RateLimit`] behind the same middleware shape.
+//!
 //! governor's own keyed store grows with every key it sees; a flood from
 //! spoofed or rotating addresses would grow it without end. [`BoundedStore`]
 //! keeps at most `max_keys` keys in least-recently-used order across a few
@@ -28,11 +33,12 @@ use governor::{
     state::{keyed::ShrinkableKeyedStateStore, StateStore},
     Quota, RateLimiter,
 };
-use hyper::{header, Response, StatusCode};
+use hyper::{header, Request, StatusCode};
 use lru::LruCache;
+use prometheus_client::metrics::gauge::Gauge;
 
-use super::{answer, Answer, ClientSource, RateLimitConfig};
-use crate::proxy::upstream::ProxyBody;
+use super::{client_source, stack::Middleware, ClientSource, RateLimitConfig};
+use crate::proxy::{request::ProxyError, upstream::ProxyBody};
 
 /// Locks are per shard, so concurrent clients rarely wait on each other.
 const SHARDS: usize = 16;
@@ -66,16 +72,13 @@ impl RateLimit {
         &self.source
     }
 
-    /// `Err` is the 429 answer.
-    pub fn check(&self, client: IpAddr) -> Result<(), Answer> {
+    /// `Err` is how long the client must wait before its next request
+    /// would pass.
+    pub fn check(&self, client: IpAddr) -> Result<(), Duration> {
         let key = self.key(client);
-        match self.limiter.check_key(&key) {
-            Ok(()) => Ok(()),
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(self.limiter.clock().now());
-                Err(Box::new(too_many(wait)))
-            }
-        }
+        self.limiter
+            .check_key(&key)
+            .map_err(|not_until| not_until.wait_time_from(self.limiter.clock().now()))
     }
 
     /// Keys remembered now.
@@ -100,15 +103,47 @@ impl RateLimit {
     }
 }
 
-fn too_many(wait: Duration) -> Response<ProxyBody> {
+/// The middleware: asks its limiter about the request's client and keeps
+/// the `xdpgate_rate_limit_keys` gauge current.
+pub struct RateLimited {
+    pub limiter: RateLimit,
+    keys: Gauge,
+}
+
+impl RateLimited {
+    pub fn new(limiter: RateLimit, keys: Gauge) -> Self {
+        RateLimited { limiter, keys }
+    }
+
+    /// Upkeep: forgets idle clients, then reports how many are left.
+    pub fn forget_idle(&self) {
+        self.limiter.forget_idle();
+        self.keys.set(self.limiter.keys() as i64);
+    }
+}
+
+impl Middleware for RateLimited {
+    async fn request(&self, request: &mut Request<ProxyBody>) -> Result<(), ProxyError> {
+        // No address found by the source's strategy: one shared bucket, as
+        // Traefik's empty source.
+        let client = client_source::resolve(self.limiter.source(), request)?
+            .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+        let decision = self.limiter.check(client);
+        self.keys.set(self.limiter.keys() as i64);
+        decision.map_err(too_many)
+    }
+}
+
+fn too_many(wait: Duration) -> ProxyError {
     // Whole seconds, rounded up: a client that waits what it is told gets in.
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     let seconds = seconds.max(1);
-    let mut response = answer(StatusCode::TOO_MANY_REQUESTS, "429 too many requests");
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, seconds.into());
-    response
+    ProxyError::policy(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limit",
+        "too many requests",
+    )
+    .with_header(header::RETRY_AFTER, seconds.into())
 }
 
 /// A governor state store that remembers at most `cap` keys, forgetting
@@ -217,7 +252,7 @@ mod tests {
         for n in 0..3 {
             assert!(limit.check(client).is_ok(), "request {n} of the burst");
         }
-        let refused = limit.check(client).unwrap_err();
+        let refused = too_many(limit.check(client).unwrap_err()).into_response();
         assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(refused.headers()[header::RETRY_AFTER], "1");
         assert!(
@@ -235,7 +270,7 @@ mod tests {
         let limit = limit(1, Duration::from_secs(60), 1, 1024);
         let client = ip("192.0.2.1");
         assert!(limit.check(client).is_ok());
-        let refused = limit.check(client).unwrap_err();
+        let refused = too_many(limit.check(client).unwrap_err()).into_response();
         assert_eq!(refused.headers()[header::RETRY_AFTER], "60");
     }
 

@@ -10,7 +10,11 @@ use hyper::{
     Method, Request, StatusCode,
 };
 
-use super::{answer, AddPrefixConfig, Answer, RedirectSchemeConfig, StripPrefixConfig};
+use super::{stack::Middleware, AddPrefixConfig, RedirectSchemeConfig, StripPrefixConfig};
+use crate::proxy::{
+    request::{OverTls, ProxyError},
+    upstream::ProxyBody,
+};
 
 pub struct RedirectScheme {
     config: RedirectSchemeConfig,
@@ -24,7 +28,7 @@ impl RedirectScheme {
     }
 
     /// `Err` is the redirect.
-    pub fn check<B>(&self, request: &Request<B>, tls: bool) -> Result<(), Answer> {
+    pub fn check<B>(&self, request: &Request<B>, tls: bool) -> Result<(), ProxyError> {
         let arrived = request
             .headers()
             .get("x-forwarded-proto")
@@ -66,11 +70,19 @@ impl RedirectScheme {
             (false, false) => StatusCode::FOUND,
             (false, true) => StatusCode::TEMPORARY_REDIRECT,
         };
-        let mut response = answer(status, &format!("moved to {location}"));
-        if let Ok(value) = HeaderValue::from_str(&location) {
-            response.headers_mut().insert(header::LOCATION, value);
-        }
-        Err(Box::new(response))
+        let redirect =
+            ProxyError::policy(status, "redirect_scheme", format!("moved to {location}"));
+        Err(match HeaderValue::from_str(&location) {
+            Ok(value) => redirect.with_header(header::LOCATION, value),
+            Err(_) => redirect,
+        })
+    }
+}
+
+impl Middleware for RedirectScheme {
+    async fn request(&self, request: &mut Request<ProxyBody>) -> Result<(), ProxyError> {
+        let tls = request.extensions().get::<OverTls>().is_some();
+        self.check(request, tls)
     }
 }
 
@@ -121,6 +133,13 @@ impl StripPrefix {
     }
 }
 
+impl Middleware for StripPrefix {
+    async fn request(&self, request: &mut Request<ProxyBody>) -> Result<(), ProxyError> {
+        self.apply(request);
+        Ok(())
+    }
+}
+
 pub struct AddPrefix {
     prefix: String,
 }
@@ -135,6 +154,13 @@ impl AddPrefix {
     pub fn apply<B>(&self, request: &mut Request<B>) {
         let path = format!("{}{}", self.prefix, request.uri().path());
         set_path(request, &path);
+    }
+}
+
+impl Middleware for AddPrefix {
+    async fn request(&self, request: &mut Request<ProxyBody>) -> Result<(), ProxyError> {
+        self.apply(request);
+        Ok(())
     }
 }
 
@@ -181,7 +207,7 @@ mod tests {
     fn redirects_only_what_did_not_arrive_in_the_scheme() {
         let r = redirect(true, None);
         let plain = request(Method::GET, "/a/b?x=1", "example.com:8080", Some("http"));
-        let answer = r.check(&plain, false).unwrap_err();
+        let answer = r.check(&plain, false).unwrap_err().into_response();
         assert_eq!(answer.status(), StatusCode::MOVED_PERMANENTLY);
         assert_eq!(answer.headers()["location"], "https://example.com/a/b?x=1");
         // Cloudflare terminated HTTPS and a trusted peer says so.
@@ -194,7 +220,10 @@ mod tests {
     #[test]
     fn codes_follow_permanence_and_method() {
         let post = request(Method::POST, "/form", "[2001:db8::1]:80", Some("http"));
-        let answer = redirect(true, Some(8443)).check(&post, false).unwrap_err();
+        let answer = redirect(true, Some(8443))
+            .check(&post, false)
+            .unwrap_err()
+            .into_response();
         assert_eq!(answer.status(), StatusCode::PERMANENT_REDIRECT);
         assert_eq!(
             answer.headers()["location"],
@@ -202,12 +231,12 @@ mod tests {
         );
         let temp = redirect(false, None);
         assert_eq!(
-            temp.check(&post, false).unwrap_err().status(),
+            temp.check(&post, false).unwrap_err().status,
             StatusCode::TEMPORARY_REDIRECT
         );
         let get = request(Method::GET, "/", "example.com", Some("http"));
         assert_eq!(
-            temp.check(&get, false).unwrap_err().status(),
+            temp.check(&get, false).unwrap_err().status,
             StatusCode::FOUND
         );
     }

@@ -3,7 +3,12 @@
 //! pingora's error sources do: a client's mistake is a 4xx and never the
 //! upstream's fault, a policy's refusal is the policy's answer, an
 //! upstream's failure is a 502/503/504, and anything else is ours (500).
-use std::fmt;
+//!
+//! An error becomes its response where it happens ([`ProxyError::into_response`]),
+//! carrying a [`Refusal`] extension: the response side of the middlewares
+//! before it (security headers) applies to it like to any response, and the
+//! request's end counts and logs it in one place, whichever layer gave it.
+use std::{fmt, sync::Arc};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
@@ -54,8 +59,20 @@ pub struct ProxyError {
     /// Close the connection after the answer (HTTP/1.1): the bytes that
     /// follow cannot be trusted to start a new request.
     pub close: bool,
-    /// Extra response headers (`Allow` for 405).
+    /// Extra response headers (`Allow` for 405, `WWW-Authenticate` for 401).
     headers: Vec<(header::HeaderName, HeaderValue)>,
+    /// The route's middleware that gave this answer, if one did.
+    pub middleware: Option<Arc<str>>,
+}
+
+/// What a response the proxy gave itself carries for the request's end:
+/// the error's source, kind and message, and the middleware that gave it.
+#[derive(Clone, Debug)]
+pub struct Refusal {
+    pub source: Source,
+    pub kind: &'static str,
+    pub message: String,
+    pub middleware: Option<Arc<str>>,
 }
 
 impl ProxyError {
@@ -67,6 +84,7 @@ impl ProxyError {
             message,
             close: false,
             headers: Vec::new(),
+            middleware: None,
         }
     }
 
@@ -112,7 +130,14 @@ impl ProxyError {
         self
     }
 
-    /// The answer the client gets.
+    /// Names the middleware that gave this answer (unless a deeper one
+    /// already said it was its own).
+    pub fn from_middleware(mut self, name: &Arc<str>) -> Self {
+        self.middleware.get_or_insert_with(|| name.clone());
+        self
+    }
+
+    /// The answer the client gets, carrying its [`Refusal`].
     pub fn into_response(self) -> Response<ProxyBody> {
         let text = match self.source {
             // An upstream's address and error are the operator's business,
@@ -135,6 +160,12 @@ impl ProxyError {
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        response.extensions_mut().insert(Refusal {
+            source: self.source,
+            kind: self.kind,
+            message: self.message,
+            middleware: self.middleware,
+        });
         response
     }
 }
@@ -157,6 +188,14 @@ impl fmt::Display for ProxyError {
 #[error("the request body stalled for longer than {0:?}")]
 pub struct BodyStalled(pub std::time::Duration);
 
+/// A request body crossed a route's `body_limit` while it streamed.
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than {limit} bytes")]
+pub struct BodyTooLarge {
+    pub limit: u64,
+    pub middleware: Arc<str>,
+}
+
 /// Walks an upstream error's causes for the client body's own failures:
 /// a stalled body (408) or one over a `body_limit` (413).
 fn client_body_cause(error: &UpstreamError) -> Option<ProxyError> {
@@ -172,15 +211,15 @@ fn client_body_cause(error: &UpstreamError) -> Option<ProxyError> {
                 .closing(),
             );
         }
-        if current
-            .downcast_ref::<http_body_util::LengthLimitError>()
-            .is_some()
-        {
-            return Some(ProxyError::policy(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_limit",
-                "the request body is larger than this route accepts",
-            ));
+        if let Some(over) = current.downcast_ref::<BodyTooLarge>() {
+            return Some(
+                ProxyError::policy(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_limit",
+                    over.to_string(),
+                )
+                .from_middleware(&over.middleware),
+            );
         }
         cause = current.source();
     }

@@ -2,10 +2,12 @@
 //! writes back. In order: the entrypoint's redirect, protocol hygiene
 //! (methods, framing), the request-path policy (the one spelling of the
 //! path that is routed and forwarded), header-name aliases, routing, the
-//! forwarded headers, the route's middlewares, the upstream and back, with
-//! WebSocket upgrades passed through after the middlewares ran. Whatever
-//! the proxy answers itself is a [`ProxyError`], whose source decides the
-//! status, the log level and the labels it is counted under.
+//! forwarded headers, then the route's tower stack: its middlewares as
+//! layers, the upstream call innermost (`forward`), where WebSocket upgrades
+//! are forwarded after the middlewares ran. Whatever the proxy answers
+//! itself is a [`ProxyError`], whose source decides the status, the log
+//! level and the labels it is counted under; it is counted at the end of
+//! the request, whichever step gave it.
 //!
 //! Not here: connections (TLS, hyper's builders, idle and slot limits) are
 //! `server`'s; pools and retries are `upstream`'s.
@@ -15,24 +17,22 @@ use http_body_util::BodyExt as _;
 use hyper::{
     body::{Body, Incoming},
     header::{self, HeaderValue},
-    upgrade::OnUpgrade,
     Request, Response, StatusCode, Uri, Version,
 };
-use hyper_util::rt::TokioIo;
 
 use super::{
     access_log::AccessRecord,
     connections::Activity,
     forwarded::{self, Forwarding},
-    metrics::{ProxyErrorLabels, UpstreamErrorLabels},
-    middleware::RequestContext,
-    routing::Route,
+    metrics::{ProxyErrorLabels, RejectionLabels},
+    middleware::stack,
     server::{ProxyState, Shared},
-    upstream::{ProxyBody, Upstream},
+    upstream::ProxyBody,
     EntrypointConfig, PathPolicy,
 };
 
 pub mod error;
+pub mod forward;
 pub mod framing;
 mod hygiene;
 mod observe;
@@ -61,6 +61,15 @@ pub(super) struct ConnInfo {
 #[derive(Clone, Copy, Debug)]
 pub struct ClientIp(pub std::net::IpAddr);
 
+/// The TCP peer (after a PROXY protocol header, if any), for middlewares
+/// whose `ipStrategy` judges the peer rather than the settled client.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerIp(pub std::net::IpAddr);
+
+/// Marks a request that arrived over TLS on this proxy, for middlewares.
+#[derive(Clone, Copy, Debug)]
+pub struct OverTls;
+
 /// hyper's service for one request.
 pub(super) async fn handle(
     shared: Arc<Shared>,
@@ -72,38 +81,62 @@ pub(super) async fn handle(
     let state = shared.state.load_full();
     let mut record = observe::record(&info, &request);
     let method = method_label(request.method());
-    let response = match serve(&shared, &state, &info, request, &mut record).await {
-        Ok(response) => response,
-        Err(error) => refuse(&shared, &mut record, error),
-    };
+    let response = serve(&shared, &state, &info, request, &mut record)
+        .await
+        .unwrap_or_else(ProxyError::into_response);
+    if let Some(forward::AnsweredBy(endpoint)) = response.extensions().get() {
+        record.upstream = Some(*endpoint);
+    }
+    if let Some(refusal) = response.extensions().get::<error::Refusal>() {
+        account(&shared, &mut record, refusal, response.status());
+    }
     observe::finish(&shared, record, method, response, started, guard)
 }
 
-/// Counts, logs and answers an error of the proxy's own.
-fn refuse(shared: &Shared, record: &mut AccessRecord, error: ProxyError) -> Response<ProxyBody> {
-    let source = error.source.label();
-    shared
-        .metrics
+/// Counts and logs an answer the proxy gave itself, wherever on the
+/// request path it came from.
+fn account(
+    shared: &Shared,
+    record: &mut AccessRecord,
+    refusal: &error::Refusal,
+    status: StatusCode,
+) {
+    let source = refusal.source.label();
+    let metrics = &shared.metrics;
+    metrics
         .proxy_errors
         .get_or_create(&ProxyErrorLabels {
             entrypoint: record.entrypoint.clone(),
             source,
-            kind: error.kind,
+            kind: refusal.kind,
         })
         .inc();
-    record.error = Some((source, error.kind));
-    match error.source {
+    if let Some(middleware) = &refusal.middleware {
+        metrics
+            .middleware_rejections
+            .get_or_create(&RejectionLabels {
+                middleware: middleware.to_string(),
+                kind: refusal.kind.to_string(),
+                code: status.as_u16(),
+            })
+            .inc();
+    }
+    record.error = Some((source, refusal.kind));
+    let (kind, message) = (refusal.kind, &refusal.message);
+    match refusal.source {
         error::Source::Upstream | error::Source::Internal => tracing::warn!(
-            entrypoint = %record.entrypoint, router = %record.router, "{error}"
+            entrypoint = %record.entrypoint, router = %record.router,
+            "{source} error ({kind}): {message}"
         ),
         error::Source::Client | error::Source::Policy => tracing::debug!(
-            entrypoint = %record.entrypoint, peer = %record.peer, "{error}"
+            entrypoint = %record.entrypoint, peer = %record.peer,
+            "{source} error ({kind}): {message}"
         ),
     }
-    error.into_response()
 }
 
-/// Everything before the route's middlewares: what any request must pass.
+/// Everything before the route's stack, which every request must pass;
+/// then the route's stack.
 async fn serve(
     shared: &Arc<Shared>,
     state: &ProxyState,
@@ -138,19 +171,32 @@ async fn serve(
         })?;
     record.router.clone_from(&route.name);
     record.service.clone_from(&route.service);
-    let upstream = state.upstreams.get(&route.service).ok_or_else(|| {
+    let stack = state.stack(route).ok_or_else(|| {
         ProxyError::internal("no_service", format!("no service `{}`", route.service))
     })?;
-    let upgrade = hygiene::upgrade(&mut request, policy);
+    let client_ip = settle_forwarding(shared, info, &mut request, host.as_deref(), policy)?;
+    record.client_ip = client_ip;
+    let outgoing = outgoing(request, host, entrypoint);
+    Ok(stack::call(stack, outgoing).await)
+}
+
+/// The forwarded headers: which upgrade passes, who the client is, what
+/// the upstream is told. Returns the client IP, also left in the request
+/// for the route's middlewares.
+fn settle_forwarding(
+    shared: &Shared,
+    info: &ConnInfo,
+    request: &mut Request<Incoming>,
+    host: Option<&str>,
+    policy: &super::RequestPolicy,
+) -> Result<std::net::IpAddr, ProxyError> {
+    let upgrade = hygiene::upgrade(request, policy);
     let trusted = shared.trusted.load();
+    let tls = info.tls_version.is_some();
     let fwd = Forwarding {
         peer: info.peer,
         trusted: trusted.contains(info.peer.ip()),
-        proto: if info.tls_version.is_some() {
-            "https"
-        } else {
-            "http"
-        },
+        proto: if tls { "https" } else { "http" },
         port: info.local.port(),
     };
     if fwd.trusted {
@@ -164,23 +210,43 @@ async fn serve(
     }
     let client_ip = forwarded::prepare_request(
         request.headers_mut(),
-        host.as_deref(),
+        host,
         upgrade.as_ref(),
         &fwd,
         &trusted,
     );
-    record.client_ip = client_ip;
-    request.extensions_mut().insert(ClientIp(client_ip));
-    let exchange = Exchange {
-        shared,
-        state,
-        info,
-        route,
-        upstream,
-        entrypoint,
-        client_ip,
+    let extensions = request.extensions_mut();
+    extensions.insert(ClientIp(client_ip));
+    extensions.insert(PeerIp(info.peer.ip()));
+    if tls {
+        extensions.insert(OverTls);
+    }
+    if upgrade.is_some() {
+        extensions.insert(forward::Upgrading);
+    }
+    Ok(client_ip)
+}
+
+/// The request as the upstream gets it: HTTP/1.1 (or h2c, the pool's
+/// choice), the client's host, and a body that may not stall.
+fn outgoing(
+    request: Request<Incoming>,
+    host: Option<String>,
+    entrypoint: &EntrypointConfig,
+) -> Request<ProxyBody> {
+    let (parts, body) = request.into_parts();
+    let body: ProxyBody = if body.is_end_stream() {
+        body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()
+    } else {
+        let limit = entrypoint.limits.body_read_timeout;
+        stall::StallTimeout::new(body, limit).boxed_unsync()
     };
-    Ok(exchange.run(request, upgrade.is_some(), host, record).await)
+    let mut outgoing = Request::from_parts(parts, body);
+    *outgoing.version_mut() = Version::HTTP_11;
+    if let Some(value) = host.and_then(|h| HeaderValue::from_str(&h).ok()) {
+        outgoing.headers_mut().insert(header::HOST, value);
+    }
+    outgoing
 }
 
 /// The request-path policy: the request continues with the one spelling
@@ -202,138 +268,6 @@ fn sanitize<B>(request: &mut Request<B>, policy: &PathPolicy) -> Result<String, 
     *request.uri_mut() = Uri::from_parts(parts)
         .map_err(|e| ProxyError::internal("path", format!("rebuilding the URI: {e}")))?;
     Ok(normal)
-}
-
-/// A routed request on its way through the route's middlewares to the
-/// upstream.
-struct Exchange<'a> {
-    shared: &'a Arc<Shared>,
-    state: &'a ProxyState,
-    info: &'a ConnInfo,
-    route: &'a Route,
-    upstream: Arc<Upstream>,
-    entrypoint: &'a EntrypointConfig,
-    client_ip: std::net::IpAddr,
-}
-
-impl Exchange<'_> {
-    async fn run(
-        self,
-        mut request: Request<Incoming>,
-        upgrading: bool,
-        host: Option<String>,
-        record: &mut AccessRecord,
-    ) -> Response<ProxyBody> {
-        // Taken before the request moves on; resolved only if the upstream
-        // agrees to switch.
-        let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut request));
-        let mut outgoing = self.outgoing(request, host);
-        // The default service gets no middlewares.
-        let is_default = self
-            .state
-            .routes
-            .default_route()
-            .is_some_and(|d| std::ptr::eq(d, self.route));
-        let chain = self
-            .state
-            .chains
-            .get(&self.route.name)
-            .filter(|_| !is_default);
-        let passed = match chain {
-            Some(chain) => {
-                let sets = self.shared.sets.load();
-                let cx = RequestContext {
-                    client_ip: self.client_ip,
-                    peer_ip: self.info.peer.ip(),
-                    tls: self.info.tls_version.is_some(),
-                    sets: &sets,
-                };
-                match chain
-                    .request(&mut outgoing, &cx, &self.shared.metrics)
-                    .await
-                {
-                    Ok(passed) => Some(passed),
-                    Err(answer) => return answer,
-                }
-            }
-            None => None,
-        };
-        let response = match self.upstream.send(outgoing).await {
-            Ok((response, endpoint)) => {
-                record.upstream = Some(endpoint);
-                self.respond(response, client_upgrade)
-            }
-            Err(error) => self.failed(error, record),
-        };
-        match &passed {
-            Some(passed) => passed.response(response, &self.shared.metrics),
-            None => response,
-        }
-    }
-
-    /// The request as the upstream gets it: HTTP/1.1 (or h2c, the pool's
-    /// choice), the client's host, and a body that may not stall.
-    fn outgoing(&self, request: Request<Incoming>, host: Option<String>) -> Request<ProxyBody> {
-        let (parts, body) = request.into_parts();
-        let body: ProxyBody = if body.is_end_stream() {
-            body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()
-        } else {
-            let limit = self.entrypoint.limits.body_read_timeout;
-            stall::StallTimeout::new(body, limit).boxed_unsync()
-        };
-        let mut outgoing = Request::from_parts(parts, body);
-        *outgoing.version_mut() = Version::HTTP_11;
-        if let Some(value) = host.and_then(|h| HeaderValue::from_str(&h).ok()) {
-            outgoing.headers_mut().insert(header::HOST, value);
-        }
-        outgoing
-    }
-
-    /// The upstream's response on its way back; a 101 joins the two
-    /// upgraded connections.
-    fn respond(
-        &self,
-        mut response: Response<Incoming>,
-        client_upgrade: Option<OnUpgrade>,
-    ) -> Response<ProxyBody> {
-        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-        forwarded::strip_response(response.headers_mut(), switching);
-        if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
-            let upstream_upgrade = hyper::upgrade::on(&mut response);
-            tokio::spawn(async move {
-                match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                    Ok((client, upstream)) => {
-                        let mut client = TokioIo::new(client);
-                        let mut upstream = TokioIo::new(upstream);
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                    }
-                    Err(e) => tracing::debug!("upgrade failed: {e}"),
-                }
-            });
-        }
-        let (parts, body) = response.into_parts();
-        let body: ProxyBody = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
-        Response::from_parts(parts, body)
-    }
-
-    fn failed(
-        &self,
-        error: super::upstream::UpstreamError,
-        record: &mut AccessRecord,
-    ) -> Response<ProxyBody> {
-        let error = ProxyError::upstream(error);
-        if error.source == error::Source::Upstream {
-            self.shared
-                .metrics
-                .upstream_errors
-                .get_or_create(&UpstreamErrorLabels {
-                    service: self.route.service.clone(),
-                    kind: error.kind.to_string(),
-                })
-                .inc();
-        }
-        refuse(self.shared, record, error)
-    }
 }
 
 /// A plain entrypoint that redirects answers everything with a redirect to
