@@ -217,7 +217,11 @@ mod tests {
     use hyper::{Request, Response, StatusCode};
 
     use super::*;
-    use crate::proxy::{request::ClientIp, upstream::ProxyBody, PathType, RateLimitConfig};
+    use crate::proxy::{
+        request::{ClientIp, PeerIp},
+        upstream::ProxyBody,
+        PathType, RateLimitConfig,
+    };
 
     fn limit(average: u32) -> MiddlewareConfig {
         MiddlewareConfig::RateLimit(RateLimitConfig {
@@ -270,9 +274,9 @@ mod tests {
 
     async fn call(service: &RouteService, path: &str) -> (Response<ProxyBody>, String) {
         let mut request = Request::builder().uri(path).body(empty()).unwrap();
-        request
-            .extensions_mut()
-            .insert(ClientIp("192.0.2.1".parse().unwrap()));
+        let client = "192.0.2.1".parse().unwrap();
+        request.extensions_mut().insert(ClientIp(client));
+        request.extensions_mut().insert(PeerIp(client));
         let response = stack::call(service.clone(), request).await;
         let (parts, body) = response.into_parts();
         let bytes = body.collect().await.unwrap().to_bytes();
