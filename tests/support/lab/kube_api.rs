@@ -6,6 +6,10 @@
 //! answer the next watch with `410 Gone` (an `ERROR` event with an `Expired`
 //! Status, as a real API server does when the resource version is too old),
 //! which forces the client to list again.
+//!
+//! It also serves the Gateway API's kinds (GatewayClass, Gateway, HTTPRoute,
+//! ReferenceGrant) and takes merge patches of their `status` subresource,
+//! which it reports to watchers as a change, as a real API server does.
 use std::{
     collections::BTreeMap,
     convert::Infallible,
@@ -26,8 +30,11 @@ use tokio::sync::watch;
 
 use super::net::{in_netns, runtime_for};
 
+/// How many kinds are served.
+const N: usize = KINDS.len();
+
 /// `(path, list kind, apiVersion)` of the kinds served.
-const KINDS: [(&str, &str, &str); 3] = [
+const KINDS: [(&str, &str, &str); 7] = [
     (
         "/apis/networking.k8s.io/v1/ingresses",
         "IngressList",
@@ -39,13 +46,34 @@ const KINDS: [(&str, &str, &str); 3] = [
         "EndpointSliceList",
         "discovery.k8s.io/v1",
     ),
+    // The Gateway API.
+    (
+        "/apis/gateway.networking.k8s.io/v1/gatewayclasses",
+        "GatewayClassList",
+        "gateway.networking.k8s.io/v1",
+    ),
+    (
+        "/apis/gateway.networking.k8s.io/v1/gateways",
+        "GatewayList",
+        "gateway.networking.k8s.io/v1",
+    ),
+    (
+        "/apis/gateway.networking.k8s.io/v1/httproutes",
+        "HTTPRouteList",
+        "gateway.networking.k8s.io/v1",
+    ),
+    (
+        "/apis/gateway.networking.k8s.io/v1beta1/referencegrants",
+        "ReferenceGrantList",
+        "gateway.networking.k8s.io/v1beta1",
+    ),
 ];
 
 #[derive(Default)]
 struct Store {
     rv: u64,
     /// Per kind (index into `KINDS`): `(namespace, name)` → object.
-    objects: [BTreeMap<(String, String), Value>; 3],
+    objects: [BTreeMap<(String, String), Value>; N],
     /// Every change: `(resourceVersion, kind, type, object)`.
     events: Vec<(u64, usize, &'static str, Value)>,
 }
@@ -57,8 +85,9 @@ struct Shared {
     /// Bumped to cut every open watch mid-event.
     cut: watch::Sender<u64>,
     gone_next: AtomicBool,
-    lists: [AtomicU64; 3],
-    watches: [AtomicU64; 3],
+    lists: [AtomicU64; N],
+    watches: [AtomicU64; N],
+    status_writes: [AtomicU64; N],
 }
 
 pub struct KubeApi {
@@ -72,6 +101,10 @@ fn kind_of(object: &Value) -> usize {
         Some("Ingress") => 0,
         Some("Secret") => 1,
         Some("EndpointSlice") => 2,
+        Some("GatewayClass") => 3,
+        Some("Gateway") => 4,
+        Some("HTTPRoute") => 5,
+        Some("ReferenceGrant") => 6,
         other => panic!("the stand-in API serves no kind {other:?}"),
     }
 }
@@ -98,6 +131,7 @@ impl KubeApi {
             gone_next: AtomicBool::new(false),
             lists: Default::default(),
             watches: Default::default(),
+            status_writes: Default::default(),
         });
         runtime.spawn(serve(listener, shared.clone()));
         KubeApi {
@@ -159,6 +193,18 @@ impl KubeApi {
         self.shared.changed.send_modify(|n| *n += 1);
     }
 
+    /// The object as the server holds it now (with any status written),
+    /// found by the kind and key of `like`.
+    pub fn get(&self, like: &Value) -> Option<Value> {
+        let store = self.shared.store.lock().unwrap();
+        store.objects[kind_of(like)].get(&key_of(like)).cloned()
+    }
+
+    /// Status writes taken so far for the kind of `like`.
+    pub fn status_writes(&self, like: &Value) -> u64 {
+        self.shared.status_writes[kind_of(like)].load(Ordering::SeqCst)
+    }
+
     /// Cuts every open watch in the middle of an event.
     pub fn cut_watches(&self) {
         self.shared.cut.send_modify(|n| *n += 1);
@@ -197,7 +243,15 @@ async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(answer(&shared, &request)) }
+                async move {
+                    if request.method() == hyper::Method::PATCH {
+                        let path = request.uri().path().to_string();
+                        let body = request.into_body().collect().await.map(|b| b.to_bytes());
+                        let body = body.unwrap_or_default();
+                        return Ok::<_, Infallible>(patch_status(&shared, &path, &body));
+                    }
+                    Ok::<_, Infallible>(answer(&shared, &request))
+                }
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), service)
@@ -267,6 +321,73 @@ fn answer(shared: &Arc<Shared>, request: &Request<hyper::body::Incoming>) -> Res
             .expect("response");
     }
     watch_stream(shared.clone(), kind, from)
+}
+
+/// A merge patch of an object's `status`:
+/// `/apis/<group>/<version>[/namespaces/<ns>]/<plural>/<name>/status`.
+fn patch_status(shared: &Arc<Shared>, path: &str, body: &[u8]) -> Response<Body> {
+    let not_found = |what: &str| {
+        json_response(
+            404,
+            &json!({ "kind": "Status", "code": 404, "message": what }),
+        )
+    };
+    let Some(object_path) = path.strip_suffix("/status") else {
+        return not_found(path);
+    };
+    let parts: Vec<&str> = object_path.split('/').collect();
+    // ["", "apis", group, version, ("namespaces", ns,)? plural, name]
+    let (namespace, plural, name) = match parts.as_slice() {
+        ["", "apis", _, _, "namespaces", ns, plural, name] => (*ns, *plural, *name),
+        ["", "apis", _, _, plural, name] => ("default", *plural, *name),
+        _ => return not_found(path),
+    };
+    let Some(kind) = KINDS
+        .iter()
+        .position(|(p, ..)| p.ends_with(&format!("/{plural}")))
+    else {
+        return not_found(path);
+    };
+    let Ok(patch) = serde_json::from_slice::<Value>(body) else {
+        return json_response(
+            400,
+            &json!({ "kind": "Status", "code": 400, "message": "not JSON" }),
+        );
+    };
+    let mut store = shared.store.lock().unwrap();
+    let key = (namespace.to_string(), name.to_string());
+    store.rv += 1;
+    let rv = store.rv;
+    let Some(object) = store.objects[kind].get_mut(&key) else {
+        return not_found(&format!("{plural} {namespace}/{name}"));
+    };
+    merge_patch(&mut object["status"], &patch["status"]);
+    object["metadata"]["resourceVersion"] = json!(rv.to_string());
+    let object = object.clone();
+    store.events.push((rv, kind, "MODIFIED", object.clone()));
+    drop(store);
+    shared.status_writes[kind].fetch_add(1, Ordering::SeqCst);
+    shared.changed.send_modify(|n| *n += 1);
+    json_response(200, &object)
+}
+
+/// RFC 7386: objects merge key by key, `null` removes, the rest replaces.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let map = target.as_object_mut().expect("an object");
+    for (key, value) in patch {
+        if value.is_null() {
+            map.remove(key);
+        } else {
+            merge_patch(map.entry(key.clone()).or_insert(Value::Null), value);
+        }
+    }
 }
 
 /// Events of `kind` after `from`, then each new one as it happens, until the

@@ -148,6 +148,8 @@ fn the_design_sketch_without_middlewares_parses_into_the_proxy_config() {
                 service: api.into(),
                 entrypoints: vec![],
                 middlewares: vec![],
+                conditions: Default::default(),
+                actions: Default::default(),
             },
             RouteConfig {
                 name: "route-2".into(),
@@ -157,6 +159,8 @@ fn the_design_sketch_without_middlewares_parses_into_the_proxy_config() {
                 service: admin.into(),
                 entrypoints: vec![],
                 middlewares: vec![],
+                conditions: Default::default(),
+                actions: Default::default(),
             },
         ],
         default_service: None,
@@ -271,6 +275,8 @@ fn every_proxy_key_is_read() {
                 service: "api".into(),
                 entrypoints: names(&["websecure"]),
                 middlewares: vec![],
+                conditions: Default::default(),
+                actions: Default::default(),
             },
             RouteConfig {
                 name: "route-2".into(),
@@ -280,6 +286,8 @@ fn every_proxy_key_is_read() {
                 service: "admin.honeydue.svc.cluster.local:3000".into(),
                 entrypoints: vec![],
                 middlewares: vec![],
+                conditions: Default::default(),
+                actions: Default::default(),
             },
         ]
     );
@@ -336,6 +344,8 @@ fn defaults_apply_to_everything_not_written() {
             service: "api".into(),
             entrypoints: vec![],
             middlewares: vec![],
+            conditions: Default::default(),
+            actions: Default::default(),
         }]
     );
     assert_eq!(p.default_service, None);

@@ -16,7 +16,10 @@ use std::{
 use k8s_openapi::api::{core::v1::Secret, discovery::v1::EndpointSlice, networking::v1::Ingress};
 use serde::de::DeserializeOwned;
 
-use super::{key_of, Objects};
+use super::{
+    gateway::{Gateway, GatewayClass, HttpRoute, ReferenceGrant},
+    key_of, Objects,
+};
 
 type Stamp = (u64, u64, Option<SystemTime>, u64);
 
@@ -214,6 +217,36 @@ fn add(value: serde_yaml::Value, objects: &mut Objects) -> Result<(), String> {
                 .endpoint_slices
                 .insert(key_of(&slice.metadata), slice);
         }
+        // The Gateway API (read whether or not `gateway_api` is on; only
+        // then are they translated).
+        "GatewayClass" => {
+            let class: GatewayClass = typed(value, &kind)?;
+            objects
+                .gateway
+                .classes
+                .insert(key_of(&class.metadata), class);
+        }
+        "Gateway" => {
+            let gateway: Gateway = typed(value, &kind)?;
+            objects
+                .gateway
+                .gateways
+                .insert(key_of(&gateway.metadata), gateway);
+        }
+        "HTTPRoute" => {
+            let route: HttpRoute = typed(value, &kind)?;
+            objects
+                .gateway
+                .http_routes
+                .insert(key_of(&route.metadata), route);
+        }
+        "ReferenceGrant" => {
+            let grant: ReferenceGrant = typed(value, &kind)?;
+            objects
+                .gateway
+                .reference_grants
+                .insert(key_of(&grant.metadata), grant);
+        }
         _ => {}
     }
     Ok(())
@@ -241,6 +274,7 @@ macro_rules! has_meta {
     )*};
 }
 has_meta!(Ingress, Secret, EndpointSlice);
+has_meta!(GatewayClass, Gateway, HttpRoute, ReferenceGrant);
 
 #[cfg(test)]
 mod tests {

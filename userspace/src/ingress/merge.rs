@@ -39,20 +39,29 @@ pub fn merge(file: &ProxyConfig, translation: &Translation, tls_dir: &Path) -> M
     let mut added = 0;
     for route in &translation.routes {
         let from = origin(route);
-        // Translation gives every route its service; a route without one
+        // The route's service and its weighted backends' (Gateway API).
+        let wanted: Vec<&String> = std::iter::once(&route.config.service)
+            .chain(route.config.actions.backends.iter().map(|(name, _)| name))
+            .filter(|name| !name.is_empty())
+            .collect();
+        // Translation gives every route its services; a route without one
         // would be refused by the proxy, so it is left out.
-        let Some(ours) = translation.services.get(&route.config.service) else {
+        let Some(ours) = wanted
+            .iter()
+            .map(|name| translation.services.get(*name).map(|s| (*name, s)))
+            .collect::<Option<Vec<_>>>()
+        else {
             continue;
         };
-        if let Some(defined) = config.services.get(&route.config.service) {
-            if defined != ours {
-                conflicts.push(format!(
-                    "{from}: service name `{}` is already defined differently in the config \
-                     file; the config file's stays and this route is left out",
-                    route.config.service
-                ));
-                continue;
-            }
+        let clashing = ours
+            .iter()
+            .find(|(name, service)| config.services.get(*name).is_some_and(|d| d != *service));
+        if let Some((name, _)) = clashing {
+            conflicts.push(format!(
+                "{from}: service name `{name}` is already defined differently in the config \
+                 file; the config file's stays and this route is left out"
+            ));
+            continue;
         }
         let clash = config
             .routes
@@ -71,10 +80,12 @@ pub fn merge(file: &ProxyConfig, translation: &Translation, tls_dir: &Path) -> M
             ));
             continue;
         }
-        config
-            .services
-            .entry(route.config.service.clone())
-            .or_insert_with(|| ours.clone());
+        for (name, service) in ours {
+            config
+                .services
+                .entry(name.clone())
+                .or_insert_with(|| service.clone());
+        }
         config.routes.push(route.config.clone());
         owners.push(from);
         added += 1;
@@ -110,10 +121,44 @@ pub fn merge(file: &ProxyConfig, translation: &Translation, tls_dir: &Path) -> M
     }
 }
 
+/// Gateway listeners' certificates onto their own entrypoints (a listener
+/// names its entrypoint by port, unlike an Ingress's `spec.tls`). Returns
+/// what could not be placed.
+pub fn entrypoint_certs(
+    config: &mut ProxyConfig,
+    certs: &[(String, super::translate::SecretCert)],
+    tls_dir: &Path,
+) -> Vec<String> {
+    let mut conflicts = Vec::new();
+    for (entrypoint, cert) in certs {
+        let tls = config
+            .entrypoints
+            .iter_mut()
+            .find(|e| e.name == *entrypoint)
+            .and_then(|e| e.tls.as_mut());
+        let Some(tls) = tls else {
+            conflicts.push(format!(
+                "Secret {}/{}: entrypoint `{entrypoint}` has no TLS to serve it",
+                cert.key.0, cert.key.1
+            ));
+            continue;
+        };
+        let dir = secret_dir(tls_dir, &cert.key);
+        let pair = CertPair {
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+        };
+        if !tls.certs.contains(&pair) {
+            tls.certs.push(pair);
+        }
+    }
+    conflicts
+}
+
 fn origin(route: &IngressRoute) -> String {
     format!(
-        "route `{}` of Ingress {}/{}",
-        route.config.name, route.origin.0, route.origin.1
+        "route `{}` of {} {}/{}",
+        route.config.name, route.kind, route.origin.0, route.origin.1
     )
 }
 
@@ -139,5 +184,9 @@ fn same_match(a: &RouteConfig, b: &RouteConfig) -> bool {
     let common_entrypoint = a.entrypoints.is_empty()
         || b.entrypoints.is_empty()
         || a.entrypoints.iter().any(|e| b.entrypoints.contains(e));
-    a.host == b.host && a.path_type == b.path_type && path(a) == path(b) && common_entrypoint
+    a.host == b.host
+        && a.path_type == b.path_type
+        && path(a) == path(b)
+        && a.conditions == b.conditions
+        && common_entrypoint
 }

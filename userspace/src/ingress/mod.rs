@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::{core::v1::Secret, discovery::v1::EndpointSlice, networking::v1::Ingress};
 
 pub mod files;
+pub mod gateway;
 pub mod kube;
 pub mod merge;
 pub mod metrics;
@@ -36,6 +37,9 @@ pub struct Objects {
     pub ingresses: BTreeMap<ObjectKey, Ingress>,
     pub secrets: BTreeMap<ObjectKey, Secret>,
     pub endpoint_slices: BTreeMap<ObjectKey, EndpointSlice>,
+    /// The Gateway API's objects (`proxy.ingress.gateway_api`); a
+    /// GatewayClass, which has no namespace, is under `default`.
+    pub gateway: gateway::GatewayObjects,
 }
 
 impl Objects {
@@ -45,10 +49,14 @@ impl Objects {
         self.ingresses.extend(other.ingresses.clone());
         self.secrets.extend(other.secrets.clone());
         self.endpoint_slices.extend(other.endpoint_slices.clone());
+        self.gateway.extend(&other.gateway);
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ingresses.is_empty() && self.secrets.is_empty() && self.endpoint_slices.is_empty()
+        self.ingresses.is_empty()
+            && self.secrets.is_empty()
+            && self.endpoint_slices.is_empty()
+            && self.gateway.is_empty()
     }
 }
 

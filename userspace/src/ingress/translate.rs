@@ -68,6 +68,8 @@ impl std::fmt::Display for Problem {
 /// A route with where it came from, for precedence and conflict reports.
 #[derive(Clone, Debug, PartialEq)]
 pub struct IngressRoute {
+    /// `Ingress` or `HTTPRoute`, for conflict reports.
+    pub kind: &'static str,
     /// `(namespace, name)` of the Ingress.
     pub origin: ObjectKey,
     pub created: Option<Time>,
@@ -191,7 +193,7 @@ struct One {
     warnings: Vec<String>,
 }
 
-type Invalid = (&'static str, String);
+pub(crate) type Invalid = (&'static str, String);
 
 fn translate_one(
     key: &ObjectKey,
@@ -224,6 +226,7 @@ fn translate_one(
             .map_err(|(reason, message)| (reason, format!("{at}: {message}")))?;
         one.services.insert(service_name.clone(), service);
         one.routes.push(IngressRoute {
+            kind: "Ingress",
             origin: key.clone(),
             created: created.clone(),
             config: RouteConfig {
@@ -234,6 +237,8 @@ fn translate_one(
                 service: service_name,
                 entrypoints: config.entrypoints.clone(),
                 middlewares: middlewares.clone(),
+                conditions: Default::default(),
+                actions: Default::default(),
             },
         });
         Ok(())
@@ -423,21 +428,35 @@ fn backend_service(
     let port_name = port
         .and_then(|p| p.name.as_deref())
         .filter(|n| !n.is_empty());
+    service_backend(namespace, &service.name, number, port_name, objects, config)
+}
+
+/// The service for a Kubernetes Service and port (by number or name) in
+/// `namespace`: its name in the proxy, and its config. Shared by Ingress
+/// backends and Gateway API `backendRefs`.
+pub(crate) fn service_backend(
+    namespace: &str,
+    service_name: &str,
+    number: Option<i32>,
+    port_name: Option<&str>,
+    objects: &Objects,
+    config: &IngressConfig,
+) -> Result<(String, ServiceConfig), Invalid> {
     let port_label = match (number, port_name) {
         (Some(n), _) => n.to_string(),
         (None, Some(name)) => name.to_string(),
         (None, None) => {
             return Err((
                 "port",
-                format!("service `{}` has no port number or name", service.name),
+                format!("service `{}` has no port number or name", service_name),
             ))
         }
     };
     let name = object_name(&format!(
         "ingress.{namespace}.{}.{port_label}",
-        service.name
+        service_name
     ));
-    let dns = format!("{}.{namespace}.svc.cluster.local", service.name);
+    let dns = format!("{}.{namespace}.svc.cluster.local", service_name);
     if !config.endpoint_slices {
         let Some(number) = number else {
             return Err((
@@ -446,7 +465,7 @@ fn backend_service(
                     "service `{}` port `{port_label}` is named: named ports need \
                      `endpoint_slices: true` (the Service's cluster address has only numbers); \
                      give port.number",
-                    service.name
+                    service_name
                 ),
             ));
         };
@@ -465,7 +484,7 @@ fn backend_service(
                     .labels
                     .as_ref()
                     .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                    .is_some_and(|s| s == &service.name)
+                    .is_some_and(|s| s == service_name)
         })
         .map(|(_, slice)| slice)
         .collect();
@@ -503,7 +522,7 @@ fn backend_service(
             "port",
             format!(
                 "service `{}`: no EndpointSlice port matches `{port_label}`",
-                service.name
+                service_name
             ),
         ));
     }
@@ -536,7 +555,7 @@ fn slice_port(slice: &EndpointSlice, number: Option<i32>, name: Option<&str>) ->
 }
 
 /// The Secret's `tls.crt` and `tls.key`, checked.
-fn secret_cert(
+pub(crate) fn secret_cert(
     key: &ObjectKey,
     objects: &Objects,
     check_pair: &CheckPair,

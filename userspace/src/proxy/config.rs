@@ -5,6 +5,9 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration}
 
 pub use super::middleware::config::*;
 pub use super::request::path::{Encoded, PathParameters, PathPolicy};
+pub use super::route_rules::{
+    HeaderEdits, PathChange, RedirectAction, RewriteAction, RouteActions, RouteConditions,
+};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProxyConfig {
@@ -234,6 +237,11 @@ pub struct RouteConfig {
     pub entrypoints: Vec<String>,
     /// Names in `ProxyConfig::middlewares`, applied in this order.
     pub middlewares: Vec<String>,
+    /// Method, header and query conditions (Gateway API routes only).
+    pub conditions: RouteConditions,
+    /// Header edits, redirect, rewrite, weighted backends (Gateway API
+    /// routes only).
+    pub actions: RouteActions,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -293,6 +301,29 @@ pub struct IngressConfig {
     pub poll_interval: Duration,
     /// Watch the API server.
     pub kubernetes: Option<KubernetesConfig>,
+    /// Also read the Gateway API (GatewayClass, Gateway, HTTPRoute,
+    /// ReferenceGrant); `None`: not.
+    pub gateway: Option<GatewayConfig>,
+}
+
+/// `proxy.ingress.gateway_api`: which GatewayClasses are ours, and the
+/// entrypoints a Gateway's listeners can land on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GatewayConfig {
+    /// A GatewayClass with this `spec.controllerName` is ours.
+    pub controller_name: String,
+    /// Every entrypoint, for mapping listeners onto them by port.
+    pub entrypoints: Vec<GatewayEntrypoint>,
+}
+
+/// An entrypoint as a Gateway listener sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayEntrypoint {
+    pub name: String,
+    pub ports: Vec<u16>,
+    pub tls: bool,
+    /// It redirects every request (`redirect:`), so no route is served there.
+    pub redirects: bool,
 }
 
 impl IngressConfig {
@@ -305,6 +336,7 @@ impl IngressConfig {
             files: None,
             poll_interval: Duration::from_secs(1),
             kubernetes: None,
+            gateway: None,
         }
     }
 }

@@ -10,6 +10,8 @@ pub mod forwarded;
 pub mod metrics;
 pub mod middleware;
 pub mod request;
+mod route_actions;
+pub mod route_rules;
 pub mod routing;
 pub mod server;
 pub mod tls;

@@ -252,6 +252,8 @@ fn read_route(
             service,
             entrypoints: served,
             middlewares,
+            conditions: Default::default(),
+            actions: Default::default(),
         },
         place,
         name: name_place,

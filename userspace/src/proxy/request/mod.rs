@@ -26,6 +26,8 @@ use super::{
     forwarded::{self, Forwarding},
     metrics::{ProxyErrorLabels, UpstreamErrorLabels},
     middleware::RequestContext,
+    route_actions,
+    route_rules::RequestFacts,
     routing::Route,
     server::{ProxyState, Shared},
     upstream::{ProxyBody, Upstream},
@@ -125,9 +127,10 @@ async fn serve(
     hygiene::check_framing(&request, Some(&info.framing))?;
     let path = sanitize(&mut request, &policy.path)?;
     hygiene::alias_headers(request.headers_mut(), policy.underscore_headers)?;
+    let facts = RequestFacts::of(&request);
     let route = state
         .routes
-        .find(&info.entrypoint, host.as_deref(), &path)
+        .find_request(&info.entrypoint, host.as_deref(), &path, &facts)
         .ok_or_else(|| {
             let host = host.as_deref().unwrap_or("");
             ProxyError::policy(
@@ -137,10 +140,18 @@ async fn serve(
             )
         })?;
     record.router.clone_from(&route.name);
-    record.service.clone_from(&route.service);
-    let upstream = state.upstreams.get(&route.service).ok_or_else(|| {
-        ProxyError::internal("no_service", format!("no service `{}`", route.service))
-    })?;
+    // A Gateway API route's own answer, rewrite and backend choice
+    // (proxy/route_rules.rs); nothing for other routes.
+    if let Some(answer) = route_actions::redirect(route, &request, host.as_deref(), info) {
+        return Ok(answer);
+    }
+    let host = route_actions::rewrite(route, &mut request, host)?;
+    let service = route_actions::service(route)?;
+    record.service = service.to_string();
+    let upstream = state
+        .upstreams
+        .get(service)
+        .ok_or_else(|| ProxyError::internal("no_service", format!("no service `{service}`")))?;
     let upgrade = hygiene::upgrade(&mut request, policy);
     let trusted = shared.trusted.load();
     let fwd = Forwarding {
@@ -180,7 +191,9 @@ async fn serve(
         entrypoint,
         client_ip,
     };
-    Ok(exchange.run(request, upgrade.is_some(), host, record).await)
+    let mut response = exchange.run(request, upgrade.is_some(), host, record).await;
+    route.actions.response_headers.apply(response.headers_mut());
+    Ok(response)
 }
 
 /// The request-path policy: the request continues with the one spelling
