@@ -36,6 +36,8 @@ mod read;
 mod tests;
 #[cfg(test)]
 mod tunnels_tests;
+#[cfg(test)]
+mod weighted_tests;
 mod values;
 mod yaml;
 

@@ -4,6 +4,7 @@
 //! beside the filter and shares the filter's address sets (for trusted
 //! peers). It knows nothing of XDP.
 pub mod access_log;
+pub mod balance;
 pub mod config;
 mod connections;
 pub mod forwarded;
@@ -12,6 +13,7 @@ pub mod middleware;
 pub mod request;
 pub mod routing;
 pub mod server;
+pub mod sticky;
 pub mod tls;
 pub mod upstream;
 
