@@ -139,6 +139,7 @@ fn the_design_sketch_without_middlewares_parses_into_the_proxy_config() {
         ]
         .into_iter()
         .collect(),
+        weighted: BTreeMap::new(),
         routes: vec![
             RouteConfig {
                 name: "route-1".into(),
@@ -262,6 +263,7 @@ fn every_proxy_key_is_read() {
             eject_for: Duration::ZERO,
             max_idle_connections: crate::proxy::DEFAULT_MAX_IDLE_CONNECTIONS,
             endpoints: None,
+            sticky: None,
         }
     );
     assert_eq!(

@@ -191,6 +191,7 @@ fn with_ingress(
     let gateway = gateway::translate(objects, section, &|c, k| check_pair(c, k));
     translation.routes.extend(gateway.routes);
     translation.services.extend(gateway.services);
+    translation.weighted.extend(gateway.weighted);
     translation.problems.extend(gateway.problems);
     translation.valid += gateway.accepted_routes;
     let mut merged = merge(file, &translation, &inputs.tls_dir);

@@ -39,11 +39,34 @@ pub fn merge(file: &ProxyConfig, translation: &Translation, tls_dir: &Path) -> M
     let mut added = 0;
     for route in &translation.routes {
         let from = origin(route);
-        // The route's service and its weighted backends' (Gateway API).
-        let wanted: Vec<&String> = std::iter::once(&route.config.service)
-            .chain(route.config.actions.backends.iter().map(|(name, _)| name))
-            .filter(|name| !name.is_empty())
-            .collect();
+        // The route's service, or the members of its weighted service
+        // (Gateway API); a member that is no service is a backend that did
+        // not resolve, answered 500 by the proxy.
+        let weighted = translation.weighted.get(&route.config.service);
+        if let Some(weighted) = weighted {
+            if config
+                .weighted
+                .get(&weighted.name)
+                .is_some_and(|w| w != weighted)
+                || config.services.contains_key(&weighted.name)
+            {
+                conflicts.push(format!(
+                    "{from}: service name `{}` is already defined differently in the config \
+                     file; the config file's stays and this route is left out",
+                    weighted.name
+                ));
+                continue;
+            }
+        }
+        let wanted: Vec<&String> = match weighted {
+            Some(weighted) => weighted
+                .members
+                .iter()
+                .map(|m| &m.service)
+                .filter(|name| translation.services.contains_key(*name))
+                .collect(),
+            None => vec![&route.config.service],
+        };
         // Translation gives every route its services; a route without one
         // would be refused by the proxy, so it is left out.
         let Some(ours) = wanted
@@ -79,6 +102,12 @@ pub fn merge(file: &ProxyConfig, translation: &Translation, tls_dir: &Path) -> M
                 describe(&route.config)
             ));
             continue;
+        }
+        if let Some(weighted) = weighted {
+            config
+                .weighted
+                .entry(weighted.name.clone())
+                .or_insert_with(|| weighted.clone());
         }
         for (name, service) in ours {
             config

@@ -36,7 +36,7 @@ use super::{ObjectKey, Objects};
 use crate::proxy::IngressConfig;
 use crate::{
     config::{route_host, route_path, target, valid_name, MAX_NAME},
-    proxy::{PathType, RouteConfig, ServiceConfig},
+    proxy::{PathType, RouteConfig, ServiceConfig, WeightedServiceConfig},
 };
 
 /// The annotation that names xdpgate middlewares, comma separated, in order.
@@ -100,6 +100,8 @@ pub struct Translation {
     /// Ingress's routes in rule and path order, its default backend last.
     pub routes: Vec<IngressRoute>,
     pub services: BTreeMap<String, ServiceConfig>,
+    /// Weighted services (Gateway API weighted `backendRefs`).
+    pub weighted: BTreeMap<String, WeightedServiceConfig>,
     /// Sorted by Secret.
     pub certs: Vec<SecretCert>,
     /// Invalid Ingresses and unusable Secrets.

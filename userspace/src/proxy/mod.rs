@@ -4,6 +4,7 @@
 //! beside the filter and shares the filter's address sets (for trusted
 //! peers). It knows nothing of XDP.
 pub mod access_log;
+pub mod balance;
 pub mod config;
 mod connections;
 pub mod forwarded;
@@ -14,6 +15,7 @@ mod route_actions;
 pub mod route_rules;
 pub mod routing;
 pub mod server;
+pub mod sticky;
 pub mod tls;
 pub mod upstream;
 

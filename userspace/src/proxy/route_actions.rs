@@ -1,6 +1,7 @@
 //! The request path's side of [`RouteActions`](super::route_rules): a
-//! route's redirect answer, its rewrite and request header edits before the
-//! request moves on, and the choice among its weighted backends. Kept out of
+//! route's redirect answer, and its rewrite and request header edits before
+//! the request moves on (weighted backends are weighted services,
+//! `proxy/balance.rs`). Kept out of
 //! `request/` so that the request path calls it in three lines and knows
 //! nothing of the Gateway API.
 use hyper::{
@@ -61,17 +62,6 @@ pub(super) fn rewrite<B>(
             .map_err(|e| ProxyError::internal("rewrite", format!("rebuilding the URI: {e}")))?;
     }
     Ok(actions.rewrite.hostname.clone().or(host))
-}
-
-/// The service this request goes to.
-pub(super) fn service(route: &Route) -> Result<&str, ProxyError> {
-    route.pick_service().ok_or_else(|| {
-        ProxyError::policy(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "no_backend",
-            format!("route `{}` has no backend with a weight", route.name),
-        )
-    })
 }
 
 fn strip_port(host: &str) -> &str {

@@ -2,16 +2,9 @@
 //! HTTPRoute: conditions on the method, headers and query parameters
 //! ([`RouteConditions`]), and what the route does to a request it took
 //! ([`RouteActions`]): header edits both ways, a redirect answer, a path or
-//! host rewrite, and a weighted split over services. Routes from the config
-//! file and from Ingresses leave both empty, which changes nothing.
-//!
-//! The config side is plain data; [`WeightedPick`] is the one piece with
-//! state (a counter), kept by the route table.
-use std::sync::{
-    atomic::{AtomicU64, Ordering},
-    Arc,
-};
-
+//! host rewrite. Routes from the config file and from Ingresses leave both
+//! empty, which changes nothing. Weighted backends are weighted services
+//! (`proxy/balance.rs`), not a route's business.
 use hyper::{
     header::{HeaderMap, HeaderName, HeaderValue},
     Method,
@@ -251,50 +244,6 @@ pub struct RouteActions {
     pub response_headers: HeaderEdits,
     pub redirect: Option<RedirectAction>,
     pub rewrite: RewriteAction,
-    /// `(service, weight)`: each request goes to one of these in
-    /// proportion to its weight; empty: the route's own service.
-    pub backends: Vec<(String, u32)>,
-}
-
-/// The weighted choice among a route's backends: a shared counter walked
-/// through the weights, so any run of `sum(weights)` requests splits
-/// exactly by weight (smooth enough for a proxy; no randomness to test
-/// around).
-#[derive(Clone, Debug, Default)]
-pub struct WeightedPick {
-    counter: Arc<AtomicU64>,
-}
-
-impl PartialEq for WeightedPick {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-impl Eq for WeightedPick {}
-
-impl WeightedPick {
-    /// The service for the next request: `fallback` without backends;
-    /// `None` when every weight is 0 or the pick falls on a backend with an
-    /// empty name, one that did not resolve (the Gateway API: its share of
-    /// the requests is answered 500 by the caller).
-    pub fn pick<'a>(&self, backends: &'a [(String, u32)], fallback: &'a str) -> Option<&'a str> {
-        if backends.is_empty() {
-            return Some(fallback);
-        }
-        let total: u64 = backends.iter().map(|(_, w)| u64::from(*w)).sum();
-        if total == 0 {
-            return None;
-        }
-        let mut n = self.counter.fetch_add(1, Ordering::Relaxed) % total;
-        for (service, weight) in backends {
-            let weight = u64::from(*weight);
-            if n < weight {
-                return Some(service.as_str()).filter(|s| !s.is_empty());
-            }
-            n -= weight;
-        }
-        backends.last().map(|(s, _)| s.as_str())
-    }
 }
 
 #[cfg(test)]
@@ -395,23 +344,5 @@ mod tests {
         assert_eq!(headers["x-add"], "one,two");
         assert_eq!(headers["x-fresh"], "1");
         assert!(headers.get("x-gone").is_none());
-    }
-
-    #[test]
-    fn weighted_pick_splits_every_round_by_weight() {
-        let backends = vec![("a".to_string(), 9), ("b".to_string(), 1)];
-        let pick = WeightedPick::default();
-        let mut a = 0;
-        for _ in 0..2000 {
-            if pick.pick(&backends, "x") == Some("a") {
-                a += 1;
-            }
-        }
-        assert_eq!(a, 1800);
-        assert_eq!(pick.pick(&[], "x"), Some("x"));
-        assert_eq!(pick.pick(&[("a".into(), 0)], "x"), None);
-        let half_broken = vec![("a".to_string(), 1), (String::new(), 1)];
-        let answered: Vec<_> = (0..4).map(|_| pick.pick(&half_broken, "x")).collect();
-        assert_eq!(answered.iter().filter(|p| p.is_none()).count(), 2);
     }
 }

@@ -9,7 +9,7 @@ use std::{borrow::Cow, collections::HashMap};
 
 use super::{
     config::{PathType, RouteConfig},
-    route_rules::{RequestFacts, RouteActions, RouteConditions, WeightedPick},
+    route_rules::{RequestFacts, RouteActions, RouteConditions},
 };
 
 /// One routing rule, as configured (host normalised to lower case, without a
@@ -25,17 +25,9 @@ pub struct Route {
     pub entrypoints: Vec<String>,
     pub conditions: RouteConditions,
     pub actions: RouteActions,
-    /// The weighted choice among `actions.backends`.
-    pub pick: WeightedPick,
 }
 
 impl Route {
-    /// The service this request goes to: the route's own, or one of its
-    /// weighted backends; `None` when every backend weighs 0.
-    pub fn pick_service(&self) -> Option<&str> {
-        self.pick.pick(&self.actions.backends, &self.service)
-    }
-
     fn serves(&self, entrypoint: &str) -> bool {
         self.entrypoints.is_empty() || self.entrypoints.iter().any(|e| e == entrypoint)
     }
@@ -118,7 +110,6 @@ impl RouteTable {
                 entrypoints: Vec::new(),
                 conditions: RouteConditions::default(),
                 actions: RouteActions::default(),
-                pick: WeightedPick::default(),
             }),
             ..RouteTable::default()
         };
@@ -146,7 +137,6 @@ impl RouteTable {
                     entrypoints: config.entrypoints.clone(),
                     conditions: config.conditions.clone(),
                     actions: config.actions.clone(),
-                    pick: WeightedPick::default(),
                 },
                 rule: PathRule::new(&config.path, config.path_type),
             });

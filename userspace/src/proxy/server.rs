@@ -33,6 +33,7 @@ use tokio::{
 
 use super::{
     access_log::AccessLog,
+    balance::Balancers,
     connections::{Activity, Slots, EVICTABLE_AFTER},
     forwarded::TrustedPeers,
     metrics::{ConnectionLabels, EntrypointOnly, ProxyMetrics},
@@ -51,6 +52,8 @@ use super::{
 pub struct ProxyState {
     pub(super) routes: RouteTable,
     pub(super) upstreams: Upstreams,
+    /// The weighted services, in front of `upstreams`.
+    pub(super) balancers: Balancers,
     pub(super) entrypoints: BTreeMap<String, EntrypointState>,
     /// Redirect targets: entrypoint name -> its first listen port.
     pub(super) ports: BTreeMap<String, u16>,
@@ -109,6 +112,7 @@ impl ProxyState {
         Ok(ProxyState {
             routes: RouteTable::new(&config.routes, config.default_service.as_deref()),
             upstreams,
+            balancers: Balancers::new(&config.weighted),
             entrypoints,
             ports,
             middlewares,

@@ -9,7 +9,8 @@
 //! filter) makes the whole HTTPRoute not Accepted, with the reason and the
 //! field; a backend that does not resolve (missing, another namespace
 //! without a ReferenceGrant) only loses its share of the traffic, which is
-//! answered 500 as the Gateway API asks, and ResolvedRefs says why.
+//! answered 500 as the Gateway API asks, and ResolvedRefs says why. Weighted
+//! backends become a weighted service (`proxy/balance.rs`).
 use std::collections::BTreeMap;
 
 use super::{
@@ -24,18 +25,25 @@ use crate::{
         translate::{object_name, service_backend, IngressRoute},
         ObjectKey, Objects,
     },
-    proxy::{IngressConfig, RouteConfig, ServiceConfig},
+    proxy::{IngressConfig, RouteConfig, ServiceConfig, WeightedMember, WeightedServiceConfig},
 };
 
-/// The service a route gets when none of its backends resolved: it has no
-/// endpoints, and its routes' weighted pick answers 500 before reaching it.
+/// The service of a rule that only redirects: it has no endpoints and is
+/// never reached (the redirect is answered first).
 pub const NO_BACKEND: &str = "gateway.no-backend";
+/// The weighted-service member standing for a backend that did not
+/// resolve: no service has this name, so its share of the requests is
+/// answered 500, as the Gateway API asks, and reaches nothing.
+pub const REFUSED_BACKEND: &str = "gateway.refused-backend";
 
 /// One HTTPRoute's share, and each parent's conditions.
 #[derive(Debug, Default)]
 pub struct RouteOutcome {
     pub routes: Vec<IngressRoute>,
     pub services: BTreeMap<String, ServiceConfig>,
+    /// A weighted service per rule with more than one backend (or one
+    /// that did not resolve).
+    pub weighted: BTreeMap<String, WeightedServiceConfig>,
     /// `(parentRef, Accepted, ResolvedRefs)` for every parent that is ours.
     pub parents: Vec<(ParentRef, Condition, Condition)>,
 }
@@ -49,6 +57,11 @@ pub fn translate_route(
 ) -> RouteOutcome {
     let mut out = RouteOutcome::default();
     let (backends, resolved) = backends(key, route, objects, config, &mut out.services);
+    let services: Vec<String> = backends
+        .into_iter()
+        .enumerate()
+        .map(|(r, weighted)| rule_service(key, r, weighted, &mut out))
+        .collect();
     let checked = check_rules(route);
     for parent in &route.spec.parent_refs {
         if parent.group.as_deref().unwrap_or(GROUP) != GROUP
@@ -65,7 +78,7 @@ pub fn translate_route(
         };
         let accepted = match &checked {
             Err((reason, message)) => Condition::new("Accepted", false, reason, message.clone()),
-            Ok(()) => attach(key, route, parent, gateway, &backends, &mut out),
+            Ok(()) => attach(key, route, parent, gateway, &services, &mut out),
         };
         out.parents
             .push((parent.clone(), accepted, resolved.clone()));
@@ -129,7 +142,7 @@ fn attach(
     route: &HttpRoute,
     parent: &ParentRef,
     gateway: &mut ServedGateway,
-    backends: &[Vec<(String, u32)>],
+    services: &[String],
     out: &mut RouteOutcome,
 ) -> Condition {
     let named: Vec<usize> = (0..gateway.listeners.len())
@@ -191,19 +204,11 @@ fn attach(
                 continue;
             };
             for (m, (path, path_type, conditions)) in rule_matches.into_iter().enumerate() {
-                let Ok(mut actions) = matching::actions(rule, &at, &path, path_type, listener.port)
+                let Ok(actions) = matching::actions(rule, &at, &path, path_type, listener.port)
                 else {
                     continue;
                 };
-                actions.backends = backends[r].clone();
-                let service = backends[r]
-                    .iter()
-                    .map(|(s, _)| s.clone())
-                    .find(|s| !s.is_empty())
-                    .unwrap_or_else(|| NO_BACKEND.to_string());
-                if service == NO_BACKEND {
-                    out.services.insert(service.clone(), no_backend());
-                }
+                let service = services[r].clone();
                 for (h, host) in hosts.iter().enumerate() {
                     out.routes.push(IngressRoute {
                         kind: "HTTPRoute",
@@ -244,8 +249,49 @@ fn attach(
     Condition::new("Accepted", true, "Accepted", "the route is served")
 }
 
-/// A service without endpoints, for routes whose backends all failed (or
-/// that only redirect): a route names some service.
+/// The service a rule's routes name: its one backend; a weighted service
+/// over its backends (refused ones as [`REFUSED_BACKEND`]); or, for a rule
+/// that only redirects, [`NO_BACKEND`].
+fn rule_service(
+    key: &ObjectKey,
+    rule: usize,
+    backends: Vec<(String, u32)>,
+    out: &mut RouteOutcome,
+) -> String {
+    match backends.as_slice() {
+        [] => {
+            out.services.insert(NO_BACKEND.to_string(), no_backend());
+            NO_BACKEND.to_string()
+        }
+        [(name, _)] if !name.is_empty() => name.clone(),
+        _ => {
+            let name = object_name(&format!("httproute.{}.{}.{rule}", key.0, key.1));
+            let members = backends
+                .into_iter()
+                .map(|(service, weight)| WeightedMember {
+                    service: if service.is_empty() {
+                        REFUSED_BACKEND.to_string()
+                    } else {
+                        service
+                    },
+                    weight,
+                })
+                .collect();
+            out.weighted.insert(
+                name.clone(),
+                WeightedServiceConfig {
+                    name: name.clone(),
+                    members,
+                    sticky: None,
+                },
+            );
+            name
+        }
+    }
+}
+
+/// A service without endpoints, for rules that only redirect: a route
+/// names some service.
 fn no_backend() -> ServiceConfig {
     let mut none = ServiceConfig::for_target("127.0.0.1:1");
     none.name = NO_BACKEND.to_string();

@@ -22,7 +22,7 @@ use crate::{
         translate::{CheckPair, IngressRoute, Problem, SecretCert},
         ObjectKey, Objects,
     },
-    proxy::{IngressConfig, ServiceConfig},
+    proxy::{IngressConfig, ServiceConfig, WeightedServiceConfig},
 };
 
 /// The kinds whose status is written.
@@ -46,6 +46,7 @@ pub struct ObjectStatus {
 pub struct GatewayTranslation {
     pub routes: Vec<IngressRoute>,
     pub services: BTreeMap<String, ServiceConfig>,
+    pub weighted: BTreeMap<String, WeightedServiceConfig>,
     /// `(entrypoint, certificate)`, each Secret once per entrypoint.
     pub certs: Vec<(String, SecretCert)>,
     pub statuses: Vec<ObjectStatus>,
@@ -134,6 +135,7 @@ pub fn translate(
         }
         out.routes.extend(outcome.routes);
         out.services.extend(outcome.services);
+        out.weighted.extend(outcome.weighted);
         out.statuses.push(route_status(
             key,
             route,

@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use hyper::{header::HeaderValue, HeaderMap, Method};
 use serde_json::Value;
 
-use super::translate::{translate, GatewayTranslation, StatusKind};
+use super::{
+    routes::REFUSED_BACKEND,
+    translate::{translate, GatewayTranslation, StatusKind},
+};
 use crate::{
     ingress::{files::parse, Objects},
     proxy::{
@@ -149,6 +152,22 @@ fn status(out: &GatewayTranslation, kind: StatusKind, name: &str) -> Value {
         .clone()
 }
 
+/// The weighted members behind an HTTPRoute's (first) route.
+fn members(out: &GatewayTranslation, route: &str) -> Vec<(String, u32)> {
+    let service = &out
+        .routes
+        .iter()
+        .find(|r| r.origin.1 == route)
+        .expect("a route")
+        .config
+        .service;
+    out.weighted[service]
+        .members
+        .iter()
+        .map(|m| (m.service.clone(), m.weight))
+        .collect()
+}
+
 fn condition<'a>(conditions: &'a Value, kind: &str) -> &'a Value {
     conditions
         .as_array()
@@ -255,11 +274,13 @@ fn a_backend_in_another_namespace_needs_a_reference_grant() {
     let resolved = condition(&borrow["parents"][0]["conditions"], "ResolvedRefs").clone();
     assert_eq!(resolved["status"], "False");
     assert_eq!(resolved["reason"], "RefNotPermitted");
-    let route = out.routes.iter().find(|r| r.origin.1 == "borrow").unwrap();
     // The refused backend keeps its share, answered 500: no traffic to it.
     assert_eq!(
-        route.config.actions.backends,
-        [(String::new(), 3), ("ingress.shop.v1.8000".to_string(), 1)]
+        members(&out, "borrow"),
+        [
+            (REFUSED_BACKEND.to_string(), 3),
+            ("ingress.shop.v1.8000".to_string(), 1)
+        ]
     );
 
     let grant = parse(
@@ -280,9 +301,8 @@ spec:
         condition(&borrow["parents"][0]["conditions"], "ResolvedRefs")["status"],
         "True"
     );
-    let route = out.routes.iter().find(|r| r.origin.1 == "borrow").unwrap();
     assert_eq!(
-        route.config.actions.backends,
+        members(&out, "borrow"),
         [
             ("ingress.billing.billing.9000".to_string(), 3),
             ("ingress.shop.v1.8000".to_string(), 1)
@@ -314,7 +334,16 @@ fn precedence_follows_the_gateway_api() {
     };
     let get = Method::GET;
     let post = Method::POST;
-    let cases: &[(&str, &str, &Method, &HeaderMap, Option<&str>, Option<&str>)] = &[
+    // (host, path, method, headers, query, the backend that answers)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a Method,
+        &'a HeaderMap,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
+    let cases: &[Case] = &[
         // Exact beats any prefix, whatever the other matches.
         (
             "api.example.com",

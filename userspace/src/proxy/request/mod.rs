@@ -30,6 +30,7 @@ use super::{
     route_rules::RequestFacts,
     routing::Route,
     server::{ProxyState, Shared},
+    sticky::EndpointSticky,
     upstream::{ProxyBody, Upstream},
     EntrypointConfig, PathPolicy,
 };
@@ -140,18 +141,18 @@ async fn serve(
             )
         })?;
     record.router.clone_from(&route.name);
-    // A Gateway API route's own answer, rewrite and backend choice
-    // (proxy/route_rules.rs); nothing for other routes.
+    // A Gateway API route's own answer and rewrite (proxy/route_rules.rs);
+    // nothing for other routes.
     if let Some(answer) = route_actions::redirect(route, &request, host.as_deref(), info) {
         return Ok(answer);
     }
     let host = route_actions::rewrite(route, &mut request, host)?;
-    let service = route_actions::service(route)?;
-    record.service = service.to_string();
-    let upstream = state
-        .upstreams
-        .get(service)
-        .ok_or_else(|| ProxyError::internal("no_service", format!("no service `{service}`")))?;
+    let choice = state.balancers.choose(&route.service, request.headers());
+    record.service.clone_from(&choice.service);
+    let upstream = state.upstreams.get(&choice.service).ok_or_else(|| {
+        ProxyError::internal("no_service", format!("no service `{}`", choice.service))
+    })?;
+    let sticky = EndpointSticky::read(&upstream, request.headers());
     let upgrade = hygiene::upgrade(&mut request, policy);
     let trusted = shared.trusted.load();
     let fwd = Forwarding {
@@ -188,6 +189,8 @@ async fn serve(
         info,
         route,
         upstream,
+        cookies: choice.cookies,
+        sticky,
         entrypoint,
         client_ip,
     };
@@ -225,6 +228,9 @@ struct Exchange<'a> {
     info: &'a ConnInfo,
     route: &'a Route,
     upstream: Arc<Upstream>,
+    /// Set on the response: the weighted services' sticky cookies.
+    cookies: Vec<HeaderValue>,
+    sticky: EndpointSticky,
     entrypoint: &'a EntrypointConfig,
     client_ip: std::net::IpAddr,
 }
@@ -270,10 +276,20 @@ impl Exchange<'_> {
             }
             None => None,
         };
-        let response = match self.upstream.send(outgoing).await {
+        let sent = self
+            .upstream
+            .send_preferring(outgoing, self.sticky.preferred)
+            .await;
+        let response = match sent {
             Ok((response, endpoint)) => {
                 record.upstream = Some(endpoint);
-                self.respond(response, client_upgrade)
+                let mut response = self.respond(response, client_upgrade);
+                let endpoint_cookie = self.sticky.cookie_for(&self.upstream, endpoint);
+                let headers = response.headers_mut();
+                for cookie in self.cookies.iter().cloned().chain(endpoint_cookie) {
+                    headers.append(header::SET_COOKIE, cookie);
+                }
+                response
             }
             Err(error) => self.failed(error, record),
         };
@@ -339,7 +355,7 @@ impl Exchange<'_> {
                 .metrics
                 .upstream_errors
                 .get_or_create(&UpstreamErrorLabels {
-                    service: self.route.service.clone(),
+                    service: self.upstream.name().to_string(),
                     kind: error.kind.to_string(),
                 })
                 .inc();
