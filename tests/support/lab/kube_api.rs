@@ -8,6 +8,10 @@
 //! answer the next watch with `410 Gone` (an `ERROR` event with an `Expired`
 //! Status, as a real API server does when the resource version is too old),
 //! which forces the client to list again.
+//!
+//! It also serves the Gateway API's kinds (GatewayClass, Gateway, HTTPRoute,
+//! ReferenceGrant) and takes merge patches of their `status` subresource,
+//! which it reports to watchers as a change, as a real API server does.
 use std::{
     collections::BTreeMap,
     convert::Infallible,
@@ -36,6 +40,10 @@ pub const KINDS: &[(&str, &str, &str)] = &[
     ("IngressClass", "networking.k8s.io/v1", "ingressclasses"),
     ("Middleware", "traefik.io/v1alpha1", "middlewares"),
     ("Middleware", "traefik.containo.us/v1alpha1", "middlewares"),
+    ("GatewayClass", "gateway.networking.k8s.io/v1", "gatewayclasses"),
+    ("Gateway", "gateway.networking.k8s.io/v1", "gateways"),
+    ("HTTPRoute", "gateway.networking.k8s.io/v1", "httproutes"),
+    ("ReferenceGrant", "gateway.networking.k8s.io/v1beta1", "referencegrants"),
 ];
 
 /// Where a kind is listed and watched across all namespaces.
@@ -177,6 +185,13 @@ impl KubeApi {
         self.shared.changed.send_modify(|n| *n += 1);
     }
 
+    /// The object as the server holds it now (with any status written),
+    /// found by the kind and key of `like`.
+    pub fn get(&self, like: &Value) -> Option<Value> {
+        let store = self.shared.store.lock().unwrap();
+        store.objects[kind_of(like)].get(&key_of(like)).cloned()
+    }
+
     /// Cuts every open watch in the middle of an event.
     pub fn cut_watches(&self) {
         self.shared.cut.send_modify(|n| *n += 1);
@@ -192,10 +207,11 @@ impl KubeApi {
         self.shared.store.lock().unwrap().status_updates.clone()
     }
 
-    /// The object as the stand-in holds it now (with any status written).
-    pub fn get(&self, like: &Value) -> Option<Value> {
+    /// Status writes taken so far for the kind of `like`.
+    pub fn status_writes(&self, like: &Value) -> u64 {
+        let kind = KINDS[kind_of(like)].0;
         let store = self.shared.store.lock().unwrap();
-        store.objects[kind_of(like)].get(&key_of(like)).cloned()
+        store.status_updates.iter().filter(|u| u.kind == kind).count() as u64
     }
 
     /// `(lists, watches)` served for Ingresses so far.
@@ -314,29 +330,38 @@ fn answer(shared: &Arc<Shared>, request: &Request<Bytes>) -> Response<Body> {
     watch_stream(shared.clone(), kind, from)
 }
 
-/// `PUT` or `PATCH` (merge) of `/apis/<group>/<version>/namespaces/<ns>/
-/// <plural>/<name>/status`: the object's status becomes the body's, and a
-/// `MODIFIED` event goes out, as from a real API server.
+/// `PUT` or `PATCH` (JSON merge patch) of an object's status:
+/// `/api[s/<group>]/<version>[/namespaces/<ns>]/<plural>/<name>/status`.
+/// The object's status changes, and a `MODIFIED` event goes out, as from a
+/// real API server. A cluster-wide object's key has the namespace `default`.
 fn write_status(shared: &Arc<Shared>, request: &Request<Bytes>) -> Response<Body> {
     let path = request.uri().path();
-    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    // [apis, group, version, namespaces, ns, plural, name, status] or the
-    // same without the group for the core API.
-    let found = KINDS.iter().position(|(_, v, plural)| {
-        let prefix = collection_path(v, "").trim_matches('/').to_string();
-        path.trim_matches('/').starts_with(&prefix)
-            && parts.len() >= 4
-            && parts[parts.len() - 3] == *plural
-            && parts[parts.len() - 5] == "namespaces"
-    });
-    let Some(kind) = found else {
-        return json_response(
+    let not_found = || {
+        json_response(
             404,
             &json!({ "kind": "Status", "code": 404, "message": path }),
-        );
+        )
     };
-    let namespace = parts[parts.len() - 4].to_string();
-    let name = parts[parts.len() - 2].to_string();
+    let Some(object_path) = path.strip_suffix("/status") else {
+        return not_found();
+    };
+    let Some((collection, name)) = object_path.rsplit_once('/') else {
+        return not_found();
+    };
+    let found = KINDS.iter().enumerate().find_map(|(kind, (_, v, plural))| {
+        let base = collection_path(v, "");
+        let base = base.trim_end_matches('/');
+        let rest = collection.strip_prefix(base)?;
+        match rest.trim_start_matches('/').split('/').collect::<Vec<_>>()[..] {
+            [p] if p == *plural => Some((kind, "default".to_string())),
+            ["namespaces", ns, p] if p == *plural => Some((kind, ns.to_string())),
+            _ => None,
+        }
+    });
+    let Some((kind, namespace)) = found else {
+        return not_found();
+    };
+    let name = name.to_string();
     let Ok(body) = serde_json::from_slice::<Value>(request.body()) else {
         return json_response(
             400,
@@ -354,18 +379,38 @@ fn write_status(shared: &Arc<Shared>, request: &Request<Bytes>) -> Response<Body
     store.rv += 1;
     let rv = store.rv;
     let Some(object) = store.objects[kind].get_mut(&(namespace, name)) else {
-        return json_response(
-            404,
-            &json!({ "kind": "Status", "code": 404, "message": path }),
-        );
+        return not_found();
     };
-    object["status"] = body["status"].clone();
+    if request.method() == hyper::Method::PATCH {
+        merge_patch(&mut object["status"], &body["status"]);
+    } else {
+        object["status"] = body["status"].clone();
+    }
     object["metadata"]["resourceVersion"] = json!(rv.to_string());
     let object = object.clone();
     store.events.push((rv, kind, "MODIFIED", object.clone()));
     drop(store);
     shared.changed.send_modify(|n| *n += 1);
     json_response(200, &object)
+}
+
+/// RFC 7386: objects merge key by key, `null` removes, the rest replaces.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let map = target.as_object_mut().expect("an object");
+    for (key, value) in patch {
+        if value.is_null() {
+            map.remove(key);
+        } else {
+            merge_patch(map.entry(key.clone()).or_insert(Value::Null), value);
+        }
+    }
 }
 
 /// Events of `kind` after `from`, then each new one as it happens, until the

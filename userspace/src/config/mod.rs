@@ -37,6 +37,8 @@ mod tests;
 #[cfg(test)]
 mod tunnels_tests;
 mod values;
+#[cfg(test)]
+mod weighted_tests;
 mod yaml;
 
 /// The name and address rules the Ingress translation shares with the file.

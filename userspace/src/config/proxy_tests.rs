@@ -139,6 +139,7 @@ fn the_design_sketch_without_middlewares_parses_into_the_proxy_config() {
         ]
         .into_iter()
         .collect(),
+        weighted: BTreeMap::new(),
         routes: vec![
             RouteConfig {
                 name: "route-1".into(),
@@ -148,6 +149,8 @@ fn the_design_sketch_without_middlewares_parses_into_the_proxy_config() {
                 service: api.into(),
                 entrypoints: vec![],
                 middlewares: vec![],
+                conditions: Default::default(),
+                actions: Default::default(),
             },
             RouteConfig {
                 name: "route-2".into(),
@@ -157,6 +160,8 @@ fn the_design_sketch_without_middlewares_parses_into_the_proxy_config() {
                 service: admin.into(),
                 entrypoints: vec![],
                 middlewares: vec![],
+                conditions: Default::default(),
+                actions: Default::default(),
             },
         ],
         default_service: None,
@@ -258,6 +263,7 @@ fn every_proxy_key_is_read() {
             eject_for: Duration::ZERO,
             max_idle_connections: crate::proxy::DEFAULT_MAX_IDLE_CONNECTIONS,
             endpoints: None,
+            sticky: None,
         }
     );
     assert_eq!(
@@ -271,6 +277,8 @@ fn every_proxy_key_is_read() {
                 service: "api".into(),
                 entrypoints: names(&["websecure"]),
                 middlewares: vec![],
+                conditions: Default::default(),
+                actions: Default::default(),
             },
             RouteConfig {
                 name: "route-2".into(),
@@ -280,6 +288,8 @@ fn every_proxy_key_is_read() {
                 service: "admin.honeydue.svc.cluster.local:3000".into(),
                 entrypoints: vec![],
                 middlewares: vec![],
+                conditions: Default::default(),
+                actions: Default::default(),
             },
         ]
     );
@@ -336,6 +346,8 @@ fn defaults_apply_to_everything_not_written() {
             service: "api".into(),
             entrypoints: vec![],
             middlewares: vec![],
+            conditions: Default::default(),
+            actions: Default::default(),
         }]
     );
     assert_eq!(p.default_service, None);

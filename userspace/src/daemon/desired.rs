@@ -18,7 +18,8 @@ use ipnet::IpNet;
 use crate::{
     config::Config,
     ingress::{
-        merge::merge,
+        gateway,
+        merge::{entrypoint_certs, merge},
         source::Snapshot,
         translate::{translate, SecretCert},
         Objects,
@@ -184,8 +185,26 @@ fn with_ingress(
 ) -> (ProxyConfig, Vec<SecretCert>, DesiredIngress) {
     // An Ingress may name only middlewares the config file defines.
     let known: BTreeSet<String> = file.middlewares.keys().cloned().collect();
-    let translation = translate(objects, section, &known, &|c, k| check_pair(c, k));
-    let merged = merge(file, &translation, &inputs.tls_dir);
+    let mut translation = translate(objects, section, &known, &|c, k| check_pair(c, k));
+    // The Gateway API's routes join the Ingresses' (after them: an Ingress
+    // that was there first keeps a route both ask for).
+    let gateway = gateway::translate(objects, section, &|c, k| check_pair(c, k));
+    translation.routes.extend(gateway.routes);
+    translation.services.extend(gateway.services);
+    translation.weighted.extend(gateway.weighted);
+    translation.problems.extend(gateway.problems);
+    translation.valid += gateway.accepted_routes;
+    let mut merged = merge(file, &translation, &inputs.tls_dir);
+    merged.conflicts.extend(entrypoint_certs(
+        &mut merged.config,
+        &gateway.certs,
+        &inputs.tls_dir,
+    ));
+    for (_, cert) in gateway.certs {
+        if !translation.certs.iter().any(|c| c.key == cert.key) {
+            translation.certs.push(cert);
+        }
+    }
     let mut problems = ingress.problems.clone();
     problems.extend(translation.problems.iter().map(|p| p.to_string()));
     let mut invalid: BTreeMap<&'static str, i64> = BTreeMap::new();

@@ -20,7 +20,10 @@ use k8s_openapi::api::{
 };
 use serde::de::DeserializeOwned;
 
-use super::{key_of, Objects};
+use super::{
+    gateway::{Gateway, GatewayClass, HttpRoute, ReferenceGrant},
+    key_of, Objects,
+};
 
 type Stamp = (u64, u64, Option<SystemTime>, u64);
 
@@ -235,6 +238,36 @@ fn add(value: serde_yaml::Value, objects: &mut Objects) -> Result<(), String> {
                 return Err("Middleware has no metadata.name".to_string());
             }
         }
+        // The Gateway API (read whether or not `gateway_api` is on; only
+        // then are they translated).
+        "GatewayClass" => {
+            let class: GatewayClass = typed(value, &kind)?;
+            objects
+                .gateway
+                .classes
+                .insert(key_of(&class.metadata), class);
+        }
+        "Gateway" => {
+            let gateway: Gateway = typed(value, &kind)?;
+            objects
+                .gateway
+                .gateways
+                .insert(key_of(&gateway.metadata), gateway);
+        }
+        "HTTPRoute" => {
+            let route: HttpRoute = typed(value, &kind)?;
+            objects
+                .gateway
+                .http_routes
+                .insert(key_of(&route.metadata), route);
+        }
+        "ReferenceGrant" => {
+            let grant: ReferenceGrant = typed(value, &kind)?;
+            objects
+                .gateway
+                .reference_grants
+                .insert(key_of(&grant.metadata), grant);
+        }
         _ => {}
     }
     Ok(())
@@ -262,6 +295,7 @@ macro_rules! has_meta {
     )*};
 }
 has_meta!(Ingress, Secret, EndpointSlice, IngressClass);
+has_meta!(GatewayClass, Gateway, HttpRoute, ReferenceGrant);
 
 #[cfg(test)]
 mod tests {

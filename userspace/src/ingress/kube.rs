@@ -27,12 +27,13 @@ use kube::{
 use tokio::sync::watch;
 
 use super::{
+    gateway::{self, Gateway, GatewayClass, HttpRoute, ReferenceGrant},
     key_of,
     metrics::IngressMetrics,
     traefik::{TraefikMiddleware, API_VERSIONS},
     ObjectKey, Objects,
 };
-use crate::proxy::KubernetesConfig;
+use crate::proxy::{IngressConfig, KubernetesConfig};
 
 /// What the Kubernetes source holds now.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -45,10 +46,13 @@ pub struct KubeState {
     pub synced: bool,
 }
 
-/// Starts the watches; the task ends when the receiver is dropped.
+/// Starts the watches; the task ends when the receiver is dropped. With
+/// `gateway` (the whole Ingress section, when `gateway_api` is on) the
+/// Gateway API kinds are watched too and their status is written back.
 pub fn spawn(
     config: KubernetesConfig,
     endpoint_slices: bool,
+    gateway: Option<IngressConfig>,
     metrics: Arc<IngressMetrics>,
 ) -> (watch::Receiver<KubeState>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(KubeState::default());
@@ -67,7 +71,16 @@ pub fn spawn(
                 }
             }
         };
-        let mut watches = Watches::new(&config, endpoint_slices);
+        let mut watches = Watches::new(&config, endpoint_slices, gateway.is_some());
+        // Gateway API status: its own task, ended with this one.
+        let _status_writer = gateway.map(|section| {
+            let task = tokio::spawn(gateway::status::write_loop(
+                client.clone(),
+                tx.subscribe(),
+                section,
+            ));
+            AbortOnDrop(task)
+        });
         loop {
             tokio::select! {
                 _ = watches.run(&client, &tx, &metrics) => {}
@@ -91,6 +104,14 @@ async fn client(config: &KubernetesConfig) -> anyhow::Result<Client> {
     Ok(Client::try_from(kube_config)?)
 }
 
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// One watch: a kind in one namespace (or all).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
@@ -103,6 +124,10 @@ enum Kind {
     Middleware(usize),
     /// Cluster-wide: one watch whatever the namespaces.
     IngressClass,
+    GatewayClass,
+    Gateway,
+    HttpRoute,
+    ReferenceGrant,
 }
 
 enum Change {
@@ -112,6 +137,10 @@ enum Change {
     Slice(watcher::Event<EndpointSlice>),
     Middleware(usize, watcher::Event<DynamicObject>),
     IngressClass(watcher::Event<IngressClass>),
+    GatewayClass(watcher::Event<GatewayClass>),
+    Gateway(watcher::Event<Gateway>),
+    HttpRoute(watcher::Event<HttpRoute>),
+    ReferenceGrant(watcher::Event<ReferenceGrant>),
 }
 
 type Changes = Pin<Box<dyn Stream<Item = (usize, Result<Change, watcher::Error>)> + Send>>;
@@ -120,6 +149,9 @@ struct Watches {
     /// `None` = all namespaces.
     scopes: Vec<Option<String>>,
     kinds: Vec<Kind>,
+    /// Kinds without a namespace (GatewayClass): one watch, whatever the
+    /// scopes.
+    cluster_kinds: Vec<Kind>,
     resync: std::time::Duration,
 }
 
@@ -132,7 +164,7 @@ struct Progress {
 }
 
 impl Watches {
-    fn new(config: &KubernetesConfig, endpoint_slices: bool) -> Self {
+    fn new(config: &KubernetesConfig, endpoint_slices: bool, gateway_api: bool) -> Self {
         let scopes = if config.namespaces.is_empty() {
             vec![None]
         } else {
@@ -144,9 +176,17 @@ impl Watches {
         }
         kinds.extend((0..API_VERSIONS.len()).map(Kind::Middleware));
         kinds.push(Kind::IngressClass);
+        if gateway_api {
+            kinds.extend([Kind::Gateway, Kind::HttpRoute, Kind::ReferenceGrant]);
+        }
         Watches {
             scopes,
             kinds,
+            cluster_kinds: if gateway_api {
+                vec![Kind::GatewayClass]
+            } else {
+                Vec::new()
+            },
             resync: config.resync,
         }
     }
@@ -171,6 +211,11 @@ impl Watches {
                 ids.push((*kind, scope.clone()));
                 streams.push(stream(client, *kind, scope.as_deref(), id));
             }
+        }
+        for kind in &self.cluster_kinds {
+            let id = ids.len();
+            ids.push((*kind, None));
+            streams.push(stream(client, *kind, None, id));
         }
         let mut progress: Vec<Progress> = ids.iter().map(|_| Progress::default()).collect();
         let mut objects = tx.borrow().objects.clone();
@@ -302,6 +347,22 @@ fn stream(client: &Client, kind: Kind, namespace: Option<&str>, id: usize) -> Ch
                 .map(move |e| (id, e.map(|e| Change::Middleware(index, e))))
                 .boxed()
         }
+        Kind::GatewayClass => watcher(Api::<GatewayClass>::all(client.clone()), config)
+            .backoff(WatchBackoff::default())
+            .map(move |e| (id, e.map(Change::GatewayClass)))
+            .boxed(),
+        Kind::Gateway => watcher(api::<Gateway>(client, namespace), config)
+            .backoff(WatchBackoff::default())
+            .map(move |e| (id, e.map(Change::Gateway)))
+            .boxed(),
+        Kind::HttpRoute => watcher(api::<HttpRoute>(client, namespace), config)
+            .backoff(WatchBackoff::default())
+            .map(move |e| (id, e.map(Change::HttpRoute)))
+            .boxed(),
+        Kind::ReferenceGrant => watcher(api::<ReferenceGrant>(client, namespace), config)
+            .backoff(WatchBackoff::default())
+            .map(move |e| (id, e.map(Change::ReferenceGrant)))
+            .boxed(),
     }
 }
 
@@ -365,6 +426,18 @@ fn apply(
             middleware,
             move |m| m.api_version == API_VERSIONS[group],
         ),
+        Change::GatewayClass(event) => {
+            on.apply(event, |o| &mut o.gateway.classes, Some, |_| true)
+        }
+        Change::Gateway(event) => {
+            on.apply(event, |o| &mut o.gateway.gateways, Some, |_| true)
+        }
+        Change::HttpRoute(event) => {
+            on.apply(event, |o| &mut o.gateway.http_routes, Some, |_| true)
+        }
+        Change::ReferenceGrant(event) => {
+            on.apply(event, |o| &mut o.gateway.reference_grants, Some, |_| true)
+        }
     }
 }
 

@@ -40,10 +40,10 @@ pub fn merge(file: &ProxyConfig, translation: &Translation, tls_dir: &Path) -> M
     // Traefik Middleware objects' layers: a config-file middleware of the
     // same name and another definition wins, and routes naming it are left
     // out (they would run the file's instead).
-    let mut clashing = Vec::new();
+    let mut clashing_middlewares = Vec::new();
     for (name, layer) in &translation.middlewares {
         match config.middlewares.get(name) {
-            Some(defined) if defined != layer => clashing.push(name.clone()),
+            Some(defined) if defined != layer => clashing_middlewares.push(name.clone()),
             _ => {
                 config.middlewares.insert(name.clone(), layer.clone());
             }
@@ -55,27 +55,60 @@ pub fn merge(file: &ProxyConfig, translation: &Translation, tls_dir: &Path) -> M
             .config
             .middlewares
             .iter()
-            .find(|m| clashing.contains(m))
+            .find(|m| clashing_middlewares.contains(m))
         {
             conflicts.push(format!(
-                "{from}: middleware name `{name}` is defined differently in the config file;                  this route is left out"
+                "{from}: middleware name `{name}` is defined differently in the config file; \
+                 this route is left out"
             ));
             continue;
         }
-        // Translation gives every route its service; a route without one
-        // would be refused by the proxy, so it is left out.
-        let Some(ours) = translation.services.get(&route.config.service) else {
-            continue;
-        };
-        if let Some(defined) = config.services.get(&route.config.service) {
-            if defined != ours {
+        // The route's service, or the members of its weighted service
+        // (Gateway API); a member that is no service is a backend that did
+        // not resolve, answered 500 by the proxy.
+        let weighted = translation.weighted.get(&route.config.service);
+        if let Some(weighted) = weighted {
+            if config
+                .weighted
+                .get(&weighted.name)
+                .is_some_and(|w| w != weighted)
+                || config.services.contains_key(&weighted.name)
+            {
                 conflicts.push(format!(
                     "{from}: service name `{}` is already defined differently in the config \
                      file; the config file's stays and this route is left out",
-                    route.config.service
+                    weighted.name
                 ));
                 continue;
             }
+        }
+        let wanted: Vec<&String> = match weighted {
+            Some(weighted) => weighted
+                .members
+                .iter()
+                .map(|m| &m.service)
+                .filter(|name| translation.services.contains_key(*name))
+                .collect(),
+            None => vec![&route.config.service],
+        };
+        // Translation gives every route its services; a route without one
+        // would be refused by the proxy, so it is left out.
+        let Some(ours) = wanted
+            .iter()
+            .map(|name| translation.services.get(*name).map(|s| (*name, s)))
+            .collect::<Option<Vec<_>>>()
+        else {
+            continue;
+        };
+        let clashing = ours
+            .iter()
+            .find(|(name, service)| config.services.get(*name).is_some_and(|d| d != *service));
+        if let Some((name, _)) = clashing {
+            conflicts.push(format!(
+                "{from}: service name `{name}` is already defined differently in the config \
+                 file; the config file's stays and this route is left out"
+            ));
+            continue;
         }
         let clash = config
             .routes
@@ -94,10 +127,18 @@ pub fn merge(file: &ProxyConfig, translation: &Translation, tls_dir: &Path) -> M
             ));
             continue;
         }
-        config
-            .services
-            .entry(route.config.service.clone())
-            .or_insert_with(|| ours.clone());
+        if let Some(weighted) = weighted {
+            config
+                .weighted
+                .entry(weighted.name.clone())
+                .or_insert_with(|| weighted.clone());
+        }
+        for (name, service) in ours {
+            config
+                .services
+                .entry(name.clone())
+                .or_insert_with(|| service.clone());
+        }
         config.routes.push(route.config.clone());
         owners.push(from);
         added += 1;
@@ -133,10 +174,44 @@ pub fn merge(file: &ProxyConfig, translation: &Translation, tls_dir: &Path) -> M
     }
 }
 
+/// Gateway listeners' certificates onto their own entrypoints (a listener
+/// names its entrypoint by port, unlike an Ingress's `spec.tls`). Returns
+/// what could not be placed.
+pub fn entrypoint_certs(
+    config: &mut ProxyConfig,
+    certs: &[(String, super::translate::SecretCert)],
+    tls_dir: &Path,
+) -> Vec<String> {
+    let mut conflicts = Vec::new();
+    for (entrypoint, cert) in certs {
+        let tls = config
+            .entrypoints
+            .iter_mut()
+            .find(|e| e.name == *entrypoint)
+            .and_then(|e| e.tls.as_mut());
+        let Some(tls) = tls else {
+            conflicts.push(format!(
+                "Secret {}/{}: entrypoint `{entrypoint}` has no TLS to serve it",
+                cert.key.0, cert.key.1
+            ));
+            continue;
+        };
+        let dir = secret_dir(tls_dir, &cert.key);
+        let pair = CertPair {
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+        };
+        if !tls.certs.contains(&pair) {
+            tls.certs.push(pair);
+        }
+    }
+    conflicts
+}
+
 fn origin(route: &IngressRoute) -> String {
     format!(
-        "route `{}` of Ingress {}/{}",
-        route.config.name, route.origin.0, route.origin.1
+        "route `{}` of {} {}/{}",
+        route.config.name, route.kind, route.origin.0, route.origin.1
     )
 }
 
@@ -162,5 +237,9 @@ fn same_match(a: &RouteConfig, b: &RouteConfig) -> bool {
     let common_entrypoint = a.entrypoints.is_empty()
         || b.entrypoints.is_empty()
         || a.entrypoints.iter().any(|e| b.entrypoints.contains(e));
-    a.host == b.host && a.path_type == b.path_type && path(a) == path(b) && common_entrypoint
+    a.host == b.host
+        && a.path_type == b.path_type
+        && path(a) == path(b)
+        && a.conditions == b.conditions
+        && common_entrypoint
 }

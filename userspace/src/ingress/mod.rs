@@ -21,6 +21,7 @@ use k8s_openapi::api::{
 };
 
 pub mod files;
+pub mod gateway;
 pub mod kube;
 pub mod merge;
 pub mod metrics;
@@ -52,6 +53,9 @@ pub struct Objects {
     pub auth_secrets: BTreeMap<ObjectKey, Secret>,
     /// IngressClasses (cluster-wide; the key's namespace is `default`).
     pub ingress_classes: BTreeMap<ObjectKey, IngressClass>,
+    /// The Gateway API's objects (`proxy.ingress.gateway_api`); a
+    /// GatewayClass, which has no namespace, is under `default`.
+    pub gateway: gateway::GatewayObjects,
 }
 
 impl Objects {
@@ -64,6 +68,7 @@ impl Objects {
         self.middlewares.extend(other.middlewares.clone());
         self.auth_secrets.extend(other.auth_secrets.clone());
         self.ingress_classes.extend(other.ingress_classes.clone());
+        self.gateway.extend(&other.gateway);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -73,6 +78,7 @@ impl Objects {
             && self.middlewares.is_empty()
             && self.auth_secrets.is_empty()
             && self.ingress_classes.is_empty()
+            && self.gateway.is_empty()
     }
 }
 

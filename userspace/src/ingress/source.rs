@@ -42,7 +42,9 @@ impl IngressSources {
         let mut files = config.files.as_deref().map(FileSource::new);
         let (mut cluster, kube_task) = match &config.kubernetes {
             Some(k) => {
-                let (rx, task) = kube::spawn(k.clone(), config.endpoint_slices, metrics.clone());
+                let gateway = config.gateway.as_ref().map(|_| config.clone());
+                let (rx, task) =
+                    kube::spawn(k.clone(), config.endpoint_slices, gateway, metrics.clone());
                 (Some(rx), Some(task))
             }
             None => (None, None),
@@ -131,6 +133,10 @@ fn count(metrics: &IngressMetrics, source: &str, objects: &Objects) {
         ("EndpointSlice", objects.endpoint_slices.len()),
         ("Middleware", objects.middlewares.len()),
         ("IngressClass", objects.ingress_classes.len()),
+        ("GatewayClass", objects.gateway.classes.len()),
+        ("Gateway", objects.gateway.gateways.len()),
+        ("HTTPRoute", objects.gateway.http_routes.len()),
+        ("ReferenceGrant", objects.gateway.reference_grants.len()),
     ] {
         metrics
             .objects

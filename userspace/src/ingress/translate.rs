@@ -36,7 +36,7 @@ use super::{references, traefik::Catalog, ObjectKey, Objects};
 use crate::proxy::IngressConfig;
 use crate::{
     config::{route_host, route_path, target, valid_name, MAX_NAME},
-    proxy::{MiddlewareConfig, PathType, RouteConfig, ServiceConfig},
+    proxy::{MiddlewareConfig, PathType, RouteConfig, ServiceConfig, WeightedServiceConfig},
 };
 
 /// The annotation that names xdpgate middlewares, comma separated, in order.
@@ -72,6 +72,8 @@ impl std::fmt::Display for Problem {
 /// A route with where it came from, for precedence and conflict reports.
 #[derive(Clone, Debug, PartialEq)]
 pub struct IngressRoute {
+    /// `Ingress` or `HTTPRoute`, for conflict reports.
+    pub kind: &'static str,
     /// `(namespace, name)` of the Ingress.
     pub origin: ObjectKey,
     pub created: Option<Time>,
@@ -102,6 +104,8 @@ pub struct Translation {
     /// Ingress's routes in rule and path order, its default backend last.
     pub routes: Vec<IngressRoute>,
     pub services: BTreeMap<String, ServiceConfig>,
+    /// Weighted services (Gateway API weighted `backendRefs`).
+    pub weighted: BTreeMap<String, WeightedServiceConfig>,
     /// Sorted by Secret.
     pub certs: Vec<SecretCert>,
     /// Invalid Ingresses and unusable Secrets.
@@ -237,7 +241,7 @@ struct One {
     refused: Option<Invalid>,
 }
 
-pub(super) type Invalid = (&'static str, String);
+pub(crate) type Invalid = (&'static str, String);
 
 fn translate_one(
     key: &ObjectKey,
@@ -289,6 +293,7 @@ fn translate_one(
         }
         one.services.insert(service_name.clone(), service);
         one.routes.push(IngressRoute {
+            kind: "Ingress",
             origin: key.clone(),
             created: created.clone(),
             config: RouteConfig {
@@ -299,6 +304,8 @@ fn translate_one(
                 service: service_name,
                 entrypoints: config.entrypoints.clone(),
                 middlewares: middlewares.clone(),
+                conditions: Default::default(),
+                actions: Default::default(),
             },
         });
         Ok(())
@@ -416,21 +423,35 @@ fn backend_service(
     let port_name = port
         .and_then(|p| p.name.as_deref())
         .filter(|n| !n.is_empty());
+    service_backend(namespace, &service.name, number, port_name, objects, config)
+}
+
+/// The service for a Kubernetes Service and port (by number or name) in
+/// `namespace`: its name in the proxy, and its config. Shared by Ingress
+/// backends and Gateway API `backendRefs`.
+pub(crate) fn service_backend(
+    namespace: &str,
+    service_name: &str,
+    number: Option<i32>,
+    port_name: Option<&str>,
+    objects: &Objects,
+    config: &IngressConfig,
+) -> Result<(String, ServiceConfig), Invalid> {
     let port_label = match (number, port_name) {
         (Some(n), _) => n.to_string(),
         (None, Some(name)) => name.to_string(),
         (None, None) => {
             return Err((
                 "port",
-                format!("service `{}` has no port number or name", service.name),
+                format!("service `{}` has no port number or name", service_name),
             ))
         }
     };
     let name = object_name(&format!(
         "ingress.{namespace}.{}.{port_label}",
-        service.name
+        service_name
     ));
-    let dns = format!("{}.{namespace}.svc.cluster.local", service.name);
+    let dns = format!("{}.{namespace}.svc.cluster.local", service_name);
     if !config.endpoint_slices {
         let Some(number) = number else {
             return Err((
@@ -439,7 +460,7 @@ fn backend_service(
                     "service `{}` port `{port_label}` is named: named ports need \
                      `endpoint_slices: true` (the Service's cluster address has only numbers); \
                      give port.number",
-                    service.name
+                    service_name
                 ),
             ));
         };
@@ -458,7 +479,7 @@ fn backend_service(
                     .labels
                     .as_ref()
                     .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                    .is_some_and(|s| s == &service.name)
+                    .is_some_and(|s| s == service_name)
         })
         .map(|(_, slice)| slice)
         .collect();
@@ -496,7 +517,7 @@ fn backend_service(
             "port",
             format!(
                 "service `{}`: no EndpointSlice port matches `{port_label}`",
-                service.name
+                service_name
             ),
         ));
     }
@@ -538,7 +559,7 @@ fn refusing_service(namespace: &str, name: &str) -> (String, ServiceConfig) {
 }
 
 /// The Secret's `tls.crt` and `tls.key`, checked.
-fn secret_cert(
+pub(crate) fn secret_cert(
     key: &ObjectKey,
     objects: &Objects,
     check_pair: &CheckPair,

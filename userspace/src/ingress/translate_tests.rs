@@ -498,6 +498,8 @@ spec:
         service: "10.0.0.1:8000".into(),
         entrypoints: vec![],
         middlewares: vec![],
+        conditions: Default::default(),
+        actions: Default::default(),
     }]);
     let merged = merge(&file, &t, Path::new("/state/ingress-tls"));
     let routes: Vec<(&str, &str)> = merged

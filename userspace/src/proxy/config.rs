@@ -5,6 +5,9 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration}
 
 pub use super::middleware::config::*;
 pub use super::request::path::{Encoded, PathParameters, PathPolicy};
+pub use super::route_rules::{
+    HeaderEdits, PathChange, RedirectAction, RewriteAction, RouteActions, RouteConditions,
+};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProxyConfig {
@@ -17,6 +20,10 @@ pub struct ProxyConfig {
     /// literal `host:port`, which gets a service with default settings named
     /// after it.
     pub services: BTreeMap<String, ServiceConfig>,
+    /// Services that spread requests over other services by weight
+    /// (`proxy.services.<name>.weighted`), by name. A name is either here or
+    /// in `services`, never both; routes may name either.
+    pub weighted: BTreeMap<String, WeightedServiceConfig>,
     /// In file order.
     pub routes: Vec<RouteConfig>,
     /// Where requests go that match no route; `None` answers 404.
@@ -187,6 +194,9 @@ pub struct ServiceConfig {
     /// A fixed list of endpoints that replaces resolving `target` (an
     /// Ingress backend read from EndpointSlices). `None`: resolve `target`.
     pub endpoints: Option<Vec<SocketAddr>>,
+    /// Keep a client on one endpoint with a cookie (Traefik's
+    /// `loadBalancer.sticky.cookie`). `None`: round robin for every request.
+    pub sticky: Option<StickyConfig>,
 }
 
 impl ServiceConfig {
@@ -203,6 +213,88 @@ impl ServiceConfig {
             eject_for: Duration::from_secs(10),
             max_idle_connections: DEFAULT_MAX_IDLE_CONNECTIONS,
             endpoints: None,
+            sticky: None,
+        }
+    }
+}
+
+/// A service that spreads requests over other services by weight, like
+/// Traefik's `TraefikService` `weighted` (and Gateway API HTTPRoute weighted
+/// `backendRefs`): a smooth weighted round robin, so 90/10 sends 9 of every
+/// 10 requests to the first member, evenly interleaved, never at random.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WeightedServiceConfig {
+    pub name: String,
+    /// In config order. A member names a service under `services` or
+    /// another weighted service (no cycles). Weights may be 0 (the member
+    /// gets nothing), but not all of them.
+    pub members: Vec<WeightedMember>,
+    /// Keep a client on one member with a cookie (Traefik's
+    /// `weighted.sticky.cookie`).
+    pub sticky: Option<StickyConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WeightedMember {
+    pub service: String,
+    pub weight: u32,
+}
+
+/// Sticky sessions by cookie. The cookie's value is a hash that names an
+/// endpoint (or member) currently in the pool; it never carries an address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StickyConfig {
+    pub cookie: StickyCookie,
+}
+
+/// Traefik's `sticky.cookie` options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StickyCookie {
+    /// Default: `_` and six hex digits of a hash of the service name, as
+    /// Traefik derives its default (see [`StickyConfig::for_service`]).
+    pub name: String,
+    /// `Secure`: sent by the browser over HTTPS only. Default false.
+    pub secure: bool,
+    /// `HttpOnly`: hidden from scripts. Default false.
+    pub http_only: bool,
+    /// `SameSite`; `None` leaves the attribute out.
+    pub same_site: Option<SameSite>,
+    /// `Max-Age` in seconds; `None` makes a session cookie.
+    pub max_age: Option<u64>,
+    /// `Path`. Default `/`.
+    pub path: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SameSite {
+    None,
+    Lax,
+    Strict,
+}
+
+impl SameSite {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::None => "None",
+            SameSite::Lax => "Lax",
+            SameSite::Strict => "Strict",
+        }
+    }
+}
+
+impl StickyConfig {
+    /// The defaults for service `service`: its derived cookie name, no
+    /// attributes but `Path=/`.
+    pub fn for_service(service: &str) -> StickyConfig {
+        StickyConfig {
+            cookie: StickyCookie {
+                name: super::sticky::default_cookie_name(service),
+                secure: false,
+                http_only: false,
+                same_site: None,
+                max_age: None,
+                path: "/".to_string(),
+            },
         }
     }
 }
@@ -234,6 +326,10 @@ pub struct RouteConfig {
     pub entrypoints: Vec<String>,
     /// Names in `ProxyConfig::middlewares`, applied in this order.
     pub middlewares: Vec<String>,
+    /// Method, header and query conditions (Gateway API routes only).
+    pub conditions: RouteConditions,
+    /// Header edits, redirect, rewrite (Gateway API routes only).
+    pub actions: RouteActions,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -297,6 +393,29 @@ pub struct IngressConfig {
     /// objects of other namespaces. Default false, as Traefik's
     /// `allowCrossNamespace`.
     pub allow_cross_namespace: bool,
+    /// Also read the Gateway API (GatewayClass, Gateway, HTTPRoute,
+    /// ReferenceGrant); `None`: not.
+    pub gateway: Option<GatewayConfig>,
+}
+
+/// `proxy.ingress.gateway_api`: which GatewayClasses are ours, and the
+/// entrypoints a Gateway's listeners can land on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GatewayConfig {
+    /// A GatewayClass with this `spec.controllerName` is ours.
+    pub controller_name: String,
+    /// Every entrypoint, for mapping listeners onto them by port.
+    pub entrypoints: Vec<GatewayEntrypoint>,
+}
+
+/// An entrypoint as a Gateway listener sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayEntrypoint {
+    pub name: String,
+    pub ports: Vec<u16>,
+    pub tls: bool,
+    /// It redirects every request (`redirect:`), so no route is served there.
+    pub redirects: bool,
 }
 
 impl IngressConfig {
@@ -310,6 +429,7 @@ impl IngressConfig {
             poll_interval: Duration::from_secs(1),
             allow_cross_namespace: false,
             kubernetes: None,
+            gateway: None,
         }
     }
 }

@@ -4,14 +4,18 @@
 //! beside the filter and shares the filter's address sets (for trusted
 //! peers). It knows nothing of XDP.
 pub mod access_log;
+pub mod balance;
 pub mod config;
 mod connections;
 pub mod forwarded;
 pub mod metrics;
 pub mod middleware;
 pub mod request;
+mod route_actions;
+pub mod route_rules;
 pub mod routing;
 pub mod server;
+pub mod sticky;
 pub mod tls;
 pub mod upstream;
 

@@ -7,7 +7,10 @@
 //! the path the client sent, as Ingress controllers do.
 use std::{borrow::Cow, collections::HashMap};
 
-use super::config::{PathType, RouteConfig};
+use super::{
+    config::{PathType, RouteConfig},
+    route_rules::{RequestFacts, RouteActions, RouteConditions},
+};
 
 /// One routing rule, as configured (host normalised to lower case, without a
 /// trailing dot).
@@ -20,6 +23,8 @@ pub struct Route {
     pub path_type: PathType,
     /// Empty: every entrypoint.
     pub entrypoints: Vec<String>,
+    pub conditions: RouteConditions,
+    pub actions: RouteActions,
 }
 
 impl Route {
@@ -65,6 +70,8 @@ impl PathRule {
 
     /// Sorts the more specific rule first: any `Exact` before any `Prefix`,
     /// then the prefix with more path elements, then the longer one in bytes.
+    /// (Two prefixes that match one path are prefixes of each other, so
+    /// this is also the Gateway API's "most characters".)
     fn precedence_key(&self) -> (u8, std::cmp::Reverse<(usize, usize)>) {
         match self {
             PathRule::Exact(_) => (0, std::cmp::Reverse((0, 0))),
@@ -101,6 +108,8 @@ impl RouteTable {
                 path: "/".to_string(),
                 path_type: PathType::Prefix,
                 entrypoints: Vec::new(),
+                conditions: RouteConditions::default(),
+                actions: RouteActions::default(),
             }),
             ..RouteTable::default()
         };
@@ -126,6 +135,8 @@ impl RouteTable {
                     path: config.path.clone(),
                     path_type: config.path_type,
                     entrypoints: config.entrypoints.clone(),
+                    conditions: config.conditions.clone(),
+                    actions: config.actions.clone(),
                 },
                 rule: PathRule::new(&config.path, config.path_type),
             });
@@ -138,40 +149,70 @@ impl RouteTable {
             .chain(std::iter::once(&mut table.any_host));
         for group in groups {
             // Stable: equal keys keep config order.
-            group.sort_by_key(|&i| entries[i].rule.precedence_key());
+            group.sort_by_key(|&i| {
+                let entry = &entries[i];
+                (
+                    entry.rule.precedence_key(),
+                    entry.route.conditions.precedence_key(),
+                )
+            });
         }
         table
     }
 
     /// The route for a request on `entrypoint` with Host/:authority `host`
-    /// (may carry a port, any case, may be absent) and `path` (no query).
-    ///
-    /// Among the routes that match, an exact host beats a wildcard host,
-    /// which beats a route without a host; then an `Exact` path beats a
-    /// `Prefix`; then the longer prefix (in elements, then bytes); then the
-    /// route configured first.
+    /// (may carry a port, any case, may be absent) and `path` (no query),
+    /// as if it were a GET without headers or query.
     pub fn find(&self, entrypoint: &str, host: Option<&str>, path: &str) -> Option<&Route> {
+        self.find_request(entrypoint, host, path, &RequestFacts::get())
+    }
+
+    /// The route for a request, its method, headers and query included.
+    ///
+    /// Among the routes that match, an exact host beats a wildcard host
+    /// (a longer wildcard beats a shorter one), which beats a route without
+    /// a host; then an `Exact` path beats a `Prefix`; then the longer prefix
+    /// (in elements, then bytes); then a route with a method condition, then
+    /// the one with more header conditions, then more query conditions;
+    /// then the route configured first.
+    pub fn find_request(
+        &self,
+        entrypoint: &str,
+        host: Option<&str>,
+        path: &str,
+        facts: &RequestFacts,
+    ) -> Option<&Route> {
         let path = if path.is_empty() { "/" } else { path };
         let host = host.map(normalize_host).filter(|h| !h.is_empty());
-        let first_match = |group: Option<&Vec<usize>>| {
+        let first_match = |group: Option<&Vec<usize>>, deep: bool| {
             group?
                 .iter()
                 .map(|&i| &self.entries[i])
-                .find(|e| e.route.serves(entrypoint) && e.rule.matches(path))
+                .find(|e| {
+                    (!deep || e.route.conditions.deep_wildcard)
+                        && e.route.serves(entrypoint)
+                        && e.rule.matches(path)
+                        && e.route.conditions.matches(facts)
+                })
                 .map(|e| &e.route)
         };
         let by_host = host.as_deref().and_then(|host| {
-            first_match(self.exact_hosts.get(host)).or_else(|| {
-                // Exactly one label, and not an empty one.
-                let (label, parent) = host.split_once('.')?;
-                if label.is_empty() {
+            first_match(self.exact_hosts.get(host), false).or_else(|| {
+                if host.starts_with('.') || host.contains("..") {
                     return None;
                 }
-                first_match(self.wildcard_hosts.get(parent))
+                // The longest wildcard first; past the first label only
+                // the routes whose wildcards go deeper (Gateway API).
+                host.match_indices('.').enumerate().find_map(|(n, (i, _))| {
+                    if i == 0 {
+                        return None;
+                    }
+                    first_match(self.wildcard_hosts.get(&host[i + 1..]), n > 0)
+                })
             })
         });
         by_host
-            .or_else(|| first_match(Some(&self.any_host)))
+            .or_else(|| first_match(Some(&self.any_host), false))
             .or(self.default.as_ref())
     }
 
@@ -219,6 +260,8 @@ mod tests {
             service: format!("{name}-svc:80"),
             entrypoints: Vec::new(),
             middlewares: Vec::new(),
+            conditions: Default::default(),
+            actions: Default::default(),
         }
     }
 

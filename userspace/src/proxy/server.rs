@@ -33,6 +33,7 @@ use tokio::{
 
 use super::{
     access_log::AccessLog,
+    balance::Balancers,
     connections::{Activity, Slots, EVICTABLE_AFTER},
     forwarded::TrustedPeers,
     metrics::{ConnectionLabels, EntrypointOnly, ProxyMetrics},
@@ -52,6 +53,8 @@ use super::{
 pub struct ProxyState {
     pub(super) routes: RouteTable,
     pub(super) upstreams: Upstreams,
+    /// The weighted services, in front of `upstreams`.
+    pub(super) balancers: Balancers,
     pub(super) entrypoints: BTreeMap<String, EntrypointState>,
     /// Redirect targets: entrypoint name -> its first listen port.
     pub(super) ports: BTreeMap<String, u16>,
@@ -113,21 +116,19 @@ impl ProxyState {
         let middlewares =
             Middlewares::build(&config.middlewares, previous.map(|p| &p.middlewares), cx)?;
         let routes = RouteTable::new(&config.routes, config.default_service.as_deref());
-        let call = |service: &str| {
-            let upstream = upstreams.get(service)?;
-            Some(UpstreamCall::service(upstream, service, cx.metrics.clone()))
-        };
+        // The upstream is chosen per request (a weighted service picks a
+        // member), so every stack ends in the same call; a service that is
+        // unknown answers 500 `no_service` before the stack.
+        let call = || UpstreamCall::service(cx.metrics.clone());
         let mut stacks = HashMap::new();
         for route in &config.routes {
-            // A route whose service is unknown answers 500 `no_service`.
-            if let Some(upstream) = call(&route.service) {
-                stacks.insert(route.name.clone(), middlewares.stack(route, upstream)?);
-            }
+            stacks.insert(route.name.clone(), middlewares.stack(route, call())?);
         }
-        let default_stack = routes.default_route().and_then(|d| call(&d.service));
+        let default_stack = routes.default_route().map(|_| call());
         Ok(ProxyState {
             routes,
             upstreams,
+            balancers: Balancers::new(&config.weighted),
             entrypoints,
             ports,
             middlewares,

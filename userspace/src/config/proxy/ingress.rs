@@ -13,11 +13,13 @@ use crate::{
         yaml::Val,
         ConfigError,
     },
-    proxy::{IngressConfig, KubernetesConfig},
+    proxy::{GatewayConfig, GatewayEntrypoint, IngressConfig, KubernetesConfig},
 };
 
 /// The class written in `spec.ingressClassName` when none is configured.
 const DEFAULT_CLASS: &str = "xdpgate";
+/// The GatewayClass `spec.controllerName` that is ours unless configured.
+pub const DEFAULT_GATEWAY_CONTROLLER: &str = "xdpgate.io/gateway-controller";
 
 pub(super) fn read_ingress(
     v: Val,
@@ -35,6 +37,8 @@ pub(super) fn read_ingress(
             "poll_interval",
             "kubernetes",
             "allow_cross_namespace",
+            "gateway_api",
+            "gateway_controller",
         ],
     )?;
     let mut config = IngressConfig::new(DEFAULT_CLASS);
@@ -114,6 +118,7 @@ pub(super) fn read_ingress(
     if let Some(v) = table.get("kubernetes") {
         config.kubernetes = Some(read_kubernetes(v, &table.key_path("kubernetes"))?);
     }
+    read_gateway(&table, entrypoints, &mut config)?;
     if config.files.is_none() && config.kubernetes.is_none() {
         return Err(v.error(
             path,
@@ -122,6 +127,59 @@ pub(super) fn read_ingress(
         ));
     }
     Ok(config)
+}
+
+/// `gateway_api: true` (and `gateway_controller`, which needs it).
+fn read_gateway(
+    table: &crate::config::yaml::Table<'_>,
+    entrypoints: &[Entrypoint],
+    config: &mut IngressConfig,
+) -> Result<(), ConfigError> {
+    let enabled = match table.get("gateway_api") {
+        Some(v) => boolean(v, &table.key_path("gateway_api"))?,
+        None => false,
+    };
+    let mut controller_name = DEFAULT_GATEWAY_CONTROLLER.to_string();
+    if let Some(v) = table.get("gateway_controller") {
+        let path = table.key_path("gateway_controller");
+        let name = v.text(
+            &path,
+            "a controller name like xdpgate.io/gateway-controller",
+        )?;
+        let name = name.trim();
+        let (domain, rest) = name.split_once('/').unwrap_or(("", ""));
+        if !domain.contains('.') || rest.is_empty() || name.contains(char::is_whitespace) {
+            return Err(v.error(
+                &path,
+                format!(
+                    "`{name}` is not a controller name: a domain, `/` and a path, like \
+                     {DEFAULT_GATEWAY_CONTROLLER}"
+                ),
+            ));
+        }
+        if !enabled {
+            return Err(v.error(
+                &path,
+                "gateway_controller has no effect without `gateway_api: true`",
+            ));
+        }
+        controller_name = name.to_string();
+    }
+    if enabled {
+        config.gateway = Some(GatewayConfig {
+            controller_name,
+            entrypoints: entrypoints
+                .iter()
+                .map(|e| GatewayEntrypoint {
+                    name: e.config.name.clone(),
+                    ports: e.config.listen.iter().map(|a| a.port()).collect(),
+                    tls: e.config.tls.is_some(),
+                    redirects: e.config.redirect.is_some(),
+                })
+                .collect(),
+        });
+    }
+    Ok(())
 }
 
 fn find_entrypoint<'e>(

@@ -24,6 +24,7 @@ mod middlewares;
 mod requests;
 mod routes;
 mod targets;
+mod weighted;
 
 pub(crate) use targets::{route_host, route_path, target};
 
@@ -103,7 +104,7 @@ pub(super) fn read_proxy(v: Val, around: &Surroundings) -> Result<ProxyConfig, C
 
     let mut services = match table.get("services") {
         Some(v) => read_services(v, &table.key_path("services"))?,
-        None => BTreeMap::new(),
+        None => routes::Services::default(),
     };
     let middlewares = match table.get("middlewares") {
         Some(v) => read_middlewares(v, &table.key_path("middlewares"), around.sets)?,
@@ -151,7 +152,8 @@ pub(super) fn read_proxy(v: Val, around: &Surroundings) -> Result<ProxyConfig, C
     Ok(ProxyConfig {
         trusted,
         entrypoints,
-        services,
+        services: services.plain,
+        weighted: services.weighted,
         routes,
         default_service,
         drain,

@@ -1,5 +1,6 @@
-//! `proxy.services` and `proxy.routes`: upstream services by name, and the
-//! routes that send requests to them. A route's service may also be a literal
+//! `proxy.services` and `proxy.routes`: upstream services by name (plain, or
+//! weighted over others: see `weighted`), and the routes that send requests
+//! to them. A route's service may also be a literal
 //! `host:port`, which joins the services under its own text, so that every
 //! route names an entry of the map. Each route's entrypoints must exist and
 //! serve requests (not redirect), and a route that repeats an earlier one's
@@ -11,7 +12,9 @@ use super::{
     entrypoints::{count, Entrypoint},
     middlewares::route_middlewares,
     targets::{route_host, route_path, target},
-    timeout, unknown, Place,
+    timeout, unknown,
+    weighted::{check_weighted, is_weighted, read_sticky, read_weighted},
+    Place,
 };
 use crate::{
     config::{
@@ -19,20 +22,33 @@ use crate::{
         yaml::Val,
         ConfigError,
     },
-    proxy::{MiddlewareConfig, PathType, RouteConfig, ServiceConfig},
+    proxy::{MiddlewareConfig, PathType, RouteConfig, ServiceConfig, WeightedServiceConfig},
 };
 
-pub(super) fn read_services(
-    v: Val,
-    path: &str,
-) -> Result<BTreeMap<String, ServiceConfig>, ConfigError> {
+/// Every service of the file: plain ones (with a `target`) and weighted
+/// ones, whose names never collide (they are keys of one mapping).
+#[derive(Default)]
+pub(super) struct Services {
+    pub plain: BTreeMap<String, ServiceConfig>,
+    pub weighted: BTreeMap<String, WeightedServiceConfig>,
+}
+
+pub(super) fn read_services(v: Val, path: &str) -> Result<Services, ConfigError> {
     let table = v.named_table(path)?;
-    let mut services = BTreeMap::new();
+    let mut services = Services::default();
+    let mut weighted = Vec::new();
     for (name, key_line, v) in table.entries() {
         let path = table.key_path(name);
         check_name("service", name, &path, key_line)?;
-        services.insert(name.to_string(), read_service(name, v, &path)?);
+        if is_weighted(v) {
+            weighted.push(read_weighted(name, v, &path)?);
+        } else {
+            services
+                .plain
+                .insert(name.to_string(), read_service(name, v, &path)?);
+        }
     }
+    check_weighted(weighted, &mut services)?;
     Ok(services)
 }
 
@@ -48,6 +64,7 @@ fn read_service(name: &str, v: Val, path: &str) -> Result<ServiceConfig, ConfigE
             "resolve_interval",
             "eject_for",
             "max_idle_connections",
+            "sticky",
         ],
     )?;
     let Some(target_value) = table.get("target") else {
@@ -55,7 +72,8 @@ fn read_service(name: &str, v: Val, path: &str) -> Result<ServiceConfig, ConfigE
             path,
             format!(
                 "service `{name}` has no `target`: add e.g. \
-                 `target: \"{name}.default.svc.cluster.local:8000\"`"
+                 `target: \"{name}.default.svc.cluster.local:8000\"`, or spread it over \
+                 other services with `weighted: [{{ service: v1, weight: 90 }}, ...]`"
             ),
         ));
     };
@@ -93,6 +111,9 @@ fn read_service(name: &str, v: Val, path: &str) -> Result<ServiceConfig, ConfigE
         service.max_idle_connections =
             count(v, &table.key_path("max_idle_connections"), 0, 65_536)?;
     }
+    if let Some(v) = table.get("sticky") {
+        service.sticky = Some(read_sticky(name, v, &table.key_path("sticky"))?);
+    }
     Ok(service)
 }
 
@@ -101,14 +122,16 @@ fn read_service(name: &str, v: Val, path: &str) -> Result<ServiceConfig, ConfigE
 pub(super) fn resolve_service(
     text: &str,
     place: &Place,
-    services: &mut BTreeMap<String, ServiceConfig>,
+    services: &mut Services,
 ) -> Result<String, ConfigError> {
     let text = text.trim();
-    if services.contains_key(text) {
+    if services.plain.contains_key(text) || services.weighted.contains_key(text) {
         return Ok(text.to_string());
     }
     if !text.contains(':') {
-        let named = services.keys().filter(|k| !k.contains(':'));
+        let named = (services.plain.keys())
+            .chain(services.weighted.keys())
+            .filter(|k| !k.contains(':'));
         return Err(place.error(unknown(
             "service",
             text,
@@ -118,6 +141,7 @@ pub(super) fn resolve_service(
     }
     let address = target(text).map_err(|message| place.error(message))?;
     services
+        .plain
         .entry(address.clone())
         .or_insert_with(|| ServiceConfig::for_target(&address));
     Ok(address)
@@ -137,7 +161,7 @@ pub(super) fn read_routes(
     v: Val,
     path: &str,
     entrypoints: &[Entrypoint],
-    services: &mut BTreeMap<String, ServiceConfig>,
+    services: &mut Services,
     middlewares: &BTreeMap<String, MiddlewareConfig>,
 ) -> Result<Vec<RouteConfig>, ConfigError> {
     let example = "[{ host: api.example.com, service: api }]";
@@ -166,7 +190,7 @@ fn read_route(
     v: Val,
     path: &str,
     entrypoints: &[Entrypoint],
-    services: &mut BTreeMap<String, ServiceConfig>,
+    services: &mut Services,
     middlewares: &BTreeMap<String, MiddlewareConfig>,
 ) -> Result<Route, ConfigError> {
     let table = v.table(
@@ -252,6 +276,8 @@ fn read_route(
             service,
             entrypoints: served,
             middlewares,
+            conditions: Default::default(),
+            actions: Default::default(),
         },
         place,
         name: name_place,

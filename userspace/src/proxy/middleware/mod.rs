@@ -243,6 +243,8 @@ mod tests {
             service: "api:80".into(),
             entrypoints: Vec::new(),
             middlewares: middlewares.iter().map(|m| m.to_string()).collect(),
+            conditions: Default::default(),
+            actions: Default::default(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The innermost service of every route's stack: the request goes to the
-//! route's upstream and its response comes back, or the failure becomes
-//! the proxy's own answer. A WebSocket upgrade is forwarded here, after
+//! upstream chosen for it (the route's service, or the member a weighted
+//! service picked) and its response comes back, with the sticky cookies
+//! to set, or the failure becomes the proxy's own answer. A WebSocket upgrade is forwarded here, after
 //! every middleware outside has passed the request: when the upstream
 //! agrees to switch (101), the client's and the upstream's connections are
 //! joined.
@@ -14,7 +15,12 @@ use std::{
 };
 
 use http_body_util::BodyExt as _;
-use hyper::{body::Incoming, upgrade::OnUpgrade, Request, Response, StatusCode};
+use hyper::{
+    body::Incoming,
+    header::{self, HeaderValue},
+    upgrade::OnUpgrade,
+    Request, Response, StatusCode,
+};
 use hyper_util::rt::TokioIo;
 use tower_service::Service;
 
@@ -23,6 +29,7 @@ use crate::proxy::{
     forwarded,
     metrics::{ProxyMetrics, UpstreamErrorLabels},
     middleware::RouteService,
+    sticky::EndpointSticky,
     upstream::{ProxyBody, Upstream},
 };
 
@@ -36,39 +43,48 @@ pub struct Upgrading;
 #[derive(Clone, Copy, Debug)]
 pub struct AnsweredBy(pub SocketAddr);
 
-/// Sends requests to one route's upstream.
+/// Where the request goes, decided before the stack: the upstream (a
+/// weighted service's pick already made), the weighted services' cookies
+/// to set, and the endpoint the client's sticky cookie names.
+#[derive(Clone)]
+pub struct Target {
+    pub upstream: Arc<Upstream>,
+    pub cookies: Vec<HeaderValue>,
+    pub sticky: EndpointSticky,
+}
+
+/// Sends each request to the upstream its [`Target`] names.
 #[derive(Clone)]
 pub struct UpstreamCall {
-    upstream: Arc<Upstream>,
-    service: Arc<str>,
     metrics: Arc<ProxyMetrics>,
 }
 
 impl UpstreamCall {
-    /// The stack's innermost service for a route served by `service`.
-    pub fn service(
-        upstream: Arc<Upstream>,
-        service: &str,
-        metrics: Arc<ProxyMetrics>,
-    ) -> RouteService {
-        RouteService::new(UpstreamCall {
-            upstream,
-            service: service.into(),
-            metrics,
-        })
+    /// The stack's innermost service.
+    pub fn service(metrics: Arc<ProxyMetrics>) -> RouteService {
+        RouteService::new(UpstreamCall { metrics })
     }
 
     async fn forward(self, mut request: Request<ProxyBody>) -> Response<ProxyBody> {
+        let Some(target) = request.extensions_mut().remove::<Target>() else {
+            return ProxyError::internal("no_service", "no upstream chosen").into_response();
+        };
         // Taken before the request moves on; resolved only if the upstream
         // agrees to switch.
         let client_upgrade = request
             .extensions_mut()
             .remove::<Upgrading>()
             .map(|_| hyper::upgrade::on(&mut request));
-        match self.upstream.send(request).await {
+        let upstream = &target.upstream;
+        match upstream.send_preferring(request, target.sticky.preferred).await {
             Ok((response, endpoint)) => {
                 let mut response = respond(response, client_upgrade);
                 response.extensions_mut().insert(AnsweredBy(endpoint));
+                let endpoint_cookie = target.sticky.cookie_for(upstream, endpoint);
+                let headers = response.headers_mut();
+                for cookie in target.cookies.into_iter().chain(endpoint_cookie) {
+                    headers.append(header::SET_COOKIE, cookie);
+                }
                 response
             }
             Err(error) => {
@@ -77,7 +93,7 @@ impl UpstreamCall {
                     self.metrics
                         .upstream_errors
                         .get_or_create(&UpstreamErrorLabels {
-                            service: self.service.to_string(),
+                            service: upstream.name().to_string(),
                             kind: error.kind.to_string(),
                         })
                         .inc();

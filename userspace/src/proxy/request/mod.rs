@@ -26,7 +26,10 @@ use super::{
     forwarded::{self, Forwarding},
     metrics::{ProxyErrorLabels, RejectionLabels},
     middleware::stack,
+    route_actions,
+    route_rules::RequestFacts,
     server::{ProxyState, Shared},
+    sticky::EndpointSticky,
     upstream::ProxyBody,
     EntrypointConfig, PathPolicy,
 };
@@ -158,9 +161,10 @@ async fn serve(
     hygiene::check_framing(&request, Some(&info.framing))?;
     let path = sanitize(&mut request, &policy.path)?;
     hygiene::alias_headers(request.headers_mut(), policy.underscore_headers)?;
+    let facts = RequestFacts::of(&request);
     let route = state
         .routes
-        .find(&info.entrypoint, host.as_deref(), &path)
+        .find_request(&info.entrypoint, host.as_deref(), &path, &facts)
         .ok_or_else(|| {
             let host = host.as_deref().unwrap_or("");
             ProxyError::policy(
@@ -170,14 +174,32 @@ async fn serve(
             )
         })?;
     record.router.clone_from(&route.name);
-    record.service.clone_from(&route.service);
-    let stack = state.stack(route).ok_or_else(|| {
-        ProxyError::internal("no_service", format!("no service `{}`", route.service))
-    })?;
+    // A Gateway API route's own answer and rewrite (proxy/route_rules.rs);
+    // nothing for other routes.
+    if let Some(answer) = route_actions::redirect(route, &request, host.as_deref(), info) {
+        return Ok(answer);
+    }
+    let host = route_actions::rewrite(route, &mut request, host)?;
+    // A weighted service picks its member here, before the stack, so the
+    // access log and the metrics name the service that served.
+    let choice = state.balancers.choose(&route.service, request.headers());
+    record.service.clone_from(&choice.service);
+    let no_service =
+        || ProxyError::internal("no_service", format!("no service `{}`", choice.service));
+    let upstream = state.upstreams.get(&choice.service).ok_or_else(no_service)?;
+    let stack = state.stack(route).ok_or_else(no_service)?;
+    let sticky = EndpointSticky::read(&upstream, request.headers());
     let client_ip = settle_forwarding(shared, info, &mut request, host.as_deref(), policy)?;
     record.client_ip = client_ip;
-    let outgoing = outgoing(request, host, entrypoint);
-    Ok(stack::call(stack, outgoing).await)
+    let mut outgoing = outgoing(request, host, entrypoint);
+    outgoing.extensions_mut().insert(forward::Target {
+        upstream,
+        cookies: choice.cookies,
+        sticky,
+    });
+    let mut response = stack::call(stack, outgoing).await;
+    route.actions.response_headers.apply(response.headers_mut());
+    Ok(response)
 }
 
 /// The forwarded headers: which upgrade passes, who the client is, what

@@ -189,6 +189,8 @@ fn table() -> RouteTable {
         service: format!("{name}:80"),
         entrypoints: Vec::new(),
         middlewares: Vec::new(),
+        conditions: Default::default(),
+        actions: Default::default(),
     };
     RouteTable::new(
         &[

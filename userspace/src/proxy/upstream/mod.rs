@@ -301,7 +301,29 @@ impl Upstream {
         &self,
         request: Request<ProxyBody>,
     ) -> Result<(Response<Incoming>, SocketAddr), UpstreamError> {
-        let candidates = self.candidates().await?;
+        self.send_preferring(request, None).await
+    }
+
+    /// As [`Upstream::send`], trying `preferred` first when it is one of
+    /// this pool's endpoints and not ejected (a sticky session); any other
+    /// address is ignored, so a client cannot steer a request off the pool.
+    /// Retries go round robin as usual.
+    pub async fn send_preferring(
+        &self,
+        request: Request<ProxyBody>,
+        preferred: Option<SocketAddr>,
+    ) -> Result<(Response<Incoming>, SocketAddr), UpstreamError> {
+        let mut candidates = self.candidates().await?;
+        if let Some(preferred) = preferred {
+            let now = Instant::now();
+            let found = candidates.iter().position(|endpoint| {
+                endpoint.address == preferred && endpoint.ejected_until(now).is_none()
+            });
+            if let Some(index) = found {
+                let endpoint = candidates.remove(index);
+                candidates.insert(0, endpoint);
+            }
+        }
         let (mut head, body) = request.into_parts();
         adapt_head(&mut head, &self.config);
         let replay = is_replayable(&head.method, &body).then(|| head.clone());

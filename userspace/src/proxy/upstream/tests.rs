@@ -65,6 +65,7 @@ fn service(name: &str) -> ServiceConfig {
         eject_for: Duration::from_secs(10),
         max_idle_connections: crate::proxy::DEFAULT_MAX_IDLE_CONNECTIONS,
         endpoints: None,
+        sticky: None,
     }
 }
 
@@ -290,6 +291,7 @@ async fn refused_get_is_retried_elsewhere_and_the_endpoint_readmitted_later() {
         eject_for: Duration::from_millis(300),
         max_idle_connections: crate::proxy::DEFAULT_MAX_IDLE_CONNECTIONS,
         endpoints: None,
+        sticky: None,
         ..service("eject")
     };
     let (_upstreams, upstream) = pool(config, TestResolver::new(&[dead, b.address]));
