@@ -296,6 +296,17 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus_and_promtool_accept
         |up| *up == "1",
     );
 
+    // Twice, with scrapes in between: a series born with its first request
+    // has nothing to rate until it moves again (a latency quantile over it
+    // is NaN, not data).
+    traffic(&proxy);
+    wait_for(
+        "Prometheus to store the proxy's request series",
+        Duration::from_secs(30),
+        || prometheus.query("xdpgate_router_requests_total")["data"]["result"].clone(),
+        |result| result.as_array().is_some_and(|r| !r.is_empty()),
+    );
+    std::thread::sleep(Duration::from_secs(2));
     traffic(&proxy);
     // A reload, so the reload counter moves.
     // SAFETY: signalling the daemon process this test started.
