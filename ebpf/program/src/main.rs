@@ -581,11 +581,10 @@ fn judge(ctx: &XdpContext) -> (Reason, Family, SourcePrefix) {
         Shape::DeepTags => return (Reason::DropEvasive, family, NO_SOURCE),
         _ => return (Reason::PassUnparsed, family, NO_SOURCE),
     };
-    let prefix = source_prefix(&source);
     let question = question(&transport, options, slot);
     if options.deny_mask == 0 {
         if let Question::Answered(reason) = question {
-            return (reason, family, prefix);
+            return (reason, family, drop_prefix(reason, &source));
         }
     }
     let sets = sets_of(&source, slot);
@@ -598,7 +597,17 @@ fn judge(ctx: &XdpContext) -> (Reason, Family, SourcePrefix) {
             Question::Member { otherwise, .. } => otherwise,
         }
     };
-    (reason, family, prefix)
+    (reason, family, drop_prefix(reason, &source))
+}
+
+/// The source's prefix for a drop; nothing is computed for a pass.
+#[inline(always)]
+fn drop_prefix(reason: Reason, source: &Addr) -> SourcePrefix {
+    if reason.is_drop() {
+        source_prefix(source)
+    } else {
+        NO_SOURCE
+    }
 }
 
 #[cfg(not(test))]
