@@ -4,8 +4,8 @@
 //! template variables' queries) is extracted, and each one must have samples
 //! in a real scrape of `/metrics` from the daemon running the filter and the
 //! proxy in the lab, after traffic that makes every series exist: requests on
-//! both entrypoints, an upstream error, a failed TLS handshake and a config
-//! reload. A counter is queried as `<name>_total` and only through `rate()` or
+//! both entrypoints, an upstream error, a failed TLS handshake, a SYN the
+//! filter drops and a config reload. A counter is queried as `<name>_total` and only through `rate()` or
 //! `increase()`; a histogram through its `_bucket` series. The lab part needs
 //! root; the structure checks run everywhere.
 use std::{
@@ -28,7 +28,7 @@ const APP_PORT: u16 = 9100;
 const DOWN_PORT: u16 = 9101;
 
 /// Metrics the dashboard must show (the operator's questions it answers).
-const REQUIRED: [&str; 12] = [
+const REQUIRED: [&str; 13] = [
     "xdpgate_packets_total",
     "xdpgate_set_entries",
     "xdpgate_set_last_success_timestamp_seconds",
@@ -41,6 +41,7 @@ const REQUIRED: [&str; 12] = [
     "xdpgate_policy_generation",
     "xdpgate_open_connections",
     "xdpgate_set_refresh_total",
+    "xdpgate_filter_top_source_drops",
 ];
 
 fn dashboard() -> Value {
@@ -364,6 +365,12 @@ fn every_metric_the_dashboard_queries_is_in_the_daemons_scrape() {
             .expect("read timeout");
         let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n");
         let _ = stream.read_to_end(&mut Vec::new());
+    });
+    // A SYN the filter drops (port 22 is bound to `members`), so the top
+    // dropped sources have a row.
+    in_netns(&proxy.lab.client_ns, || {
+        let dropped = connect_from(outsiders()[0], 22, Duration::from_millis(500));
+        assert!(dropped.is_err(), "a non-member's SYN to 22 is dropped");
     });
     // A reload, so the reload counter has a series.
     // SAFETY: signalling the daemon process this test started.

@@ -8,6 +8,11 @@
 //!
 //! Policies: the embedded Cloudflare default (22 prefixes), and the same plus a
 //! set of 100,000 random prefixes (75,000 IPv4, 25,000 IPv6) bound to 443.
+//! `--compare <object>` adds another build of the program (an `xdpgate` eBPF
+//! object, e.g. from an earlier commit) with the Cloudflare default, measured
+//! in the same rounds, and prints this build's difference from it per shape.
+//! With `XDPGATE_BENCH_DUMP=<dir>` in the environment, each program's
+//! `bpftool prog dump xlated` is written to `<dir>/<name>.xlated`.
 //! Needs root. Writes `target/bench/xdp.json`.
 use std::{net::IpAddr, time::Instant};
 
@@ -31,17 +36,19 @@ struct Args {
     repeat: u32,
     rounds: usize,
     random_prefixes: usize,
+    compare: Option<std::path::PathBuf>,
     common: common::Args,
 }
 
 fn parse_args() -> Args {
     let common = common::Args::parse("xdp");
-    common.only("xdp", &["--repeat", "--prefixes"]);
+    common.only("xdp", &["--repeat", "--prefixes", "--compare"]);
     let default_repeat = if common.quick { 20_000 } else { 1_000_000 };
     let args = Args {
         repeat: common.extra("xdp", "--repeat").unwrap_or(default_repeat),
         rounds: common.rounds,
         random_prefixes: common.extra("xdp", "--prefixes").unwrap_or(100_000),
+        compare: common.extra("xdp", "--compare"),
         common,
     };
     if args.repeat == 0 {
@@ -169,6 +176,20 @@ fn program_size(name: &str, program: &mut Xdp) -> Option<(u64, u64)> {
         .args(["--json", "prog", "show", "pinned"])
         .arg(&pin)
         .output();
+    if let Some(dir) = std::env::var_os("XDPGATE_BENCH_DUMP") {
+        // The verifier's output, to read what a path executes.
+        let path = std::path::Path::new(&dir).join(format!("{name}.xlated"));
+        match std::process::Command::new("bpftool")
+            .args(["prog", "dump", "xlated", "pinned"])
+            .arg(&pin)
+            .output()
+        {
+            Ok(dump) => {
+                let _ = std::fs::write(&path, dump.stdout);
+            }
+            Err(e) => println!("bench xdp: bpftool prog dump xlated {name}: {e}"),
+        }
+    }
     let _ = std::fs::remove_file(&pin);
     let output = match output {
         Ok(o) if o.status.success() => o,
@@ -189,12 +210,13 @@ fn program_size(name: &str, program: &mut Xdp) -> Option<(u64, u64)> {
     ))
 }
 
-const COLUMNS: [&str; 5] = [
+const COLUMNS: [&str; 6] = [
     "pass",
     "minimal (cf)",
     "xdpgate (cf)",
     "minimal (100k)",
     "xdpgate (100k)",
+    "compared (cf)",
 ];
 
 fn main() {
@@ -210,6 +232,20 @@ fn main() {
     let mut xdpgate_bulk = Harness::with_policy(&bulk);
     let mut baseline_cf = Baseline::load(&cloudflare);
     let mut baseline_bulk = Baseline::load(&bulk);
+    let mut compared = args.compare.as_ref().map(|path| {
+        let object = std::fs::read(path)
+            .unwrap_or_else(|e| common::fail("xdp", &format!("--compare {}: {e}", path.display())));
+        let filter = xdpgate::filter::Filter::load_object(&object)
+            .unwrap_or_else(|e| common::fail("xdp", &format!("--compare {}: {e}", path.display())));
+        let mut harness = Harness { filter };
+        harness.filter.apply(&cloudflare).expect("policy applies");
+        harness
+    });
+    let columns = if compared.is_some() {
+        COLUMNS.len()
+    } else {
+        COLUMNS.len() - 1
+    };
     println!(
         "bench xdp: compiled and loaded {} + {} prefixes in {:.2?}; repeat {} x {} rounds",
         bulk.v4.len(),
@@ -234,6 +270,17 @@ fn main() {
             println!("bench xdp: {name}: {xlated} xlated instructions, {jited} bytes jited");
             sizes.push(vec![
                 serde_json::json!(name),
+                serde_json::json!(xlated),
+                serde_json::json!(jited),
+            ]);
+        }
+    }
+
+    if let Some(compared) = compared.as_mut() {
+        if let Some((xlated, jited)) = program_size("compared", compared.filter.program()) {
+            println!("bench xdp: compared: {xlated} xlated instructions, {jited} bytes jited");
+            sizes.push(vec![
+                serde_json::json!("compared"),
                 serde_json::json!(xlated),
                 serde_json::json!(jited),
             ]);
@@ -308,18 +355,22 @@ fn main() {
     ];
 
     // samples[shape][column] = one mean-ns figure per round.
-    let mut samples = vec![vec![Vec::with_capacity(args.rounds); COLUMNS.len()]; shapes.len()];
+    let mut samples = vec![vec![Vec::with_capacity(args.rounds); columns]; shapes.len()];
     for round in 0..args.rounds {
         for (s, (_, frame)) in shapes.iter().enumerate() {
             // Rotate the starting program each round: A B C, B C A, ...
-            for k in 0..COLUMNS.len() {
-                let column = (k + round + s) % COLUMNS.len();
+            for k in 0..columns {
+                let column = (k + round + s) % columns;
                 let ns = match column {
                     0 => baseline_cf.time("baseline_pass", frame, args.repeat),
                     1 => baseline_cf.time("baseline_minimal", frame, args.repeat),
                     2 => xdpgate_cf.time(frame, args.repeat),
                     3 => baseline_bulk.time("baseline_minimal", frame, args.repeat),
-                    _ => xdpgate_bulk.time(frame, args.repeat),
+                    4 => xdpgate_bulk.time(frame, args.repeat),
+                    _ => compared
+                        .as_mut()
+                        .expect("a compared build")
+                        .time(frame, args.repeat),
                 };
                 samples[s][column].push(ns);
             }
@@ -332,12 +383,16 @@ fn main() {
         args.rounds, args.repeat
     ));
     table.push_str(&format!("{:<40}", "shape"));
-    for c in COLUMNS {
+    for c in &COLUMNS[..columns] {
         table.push_str(&format!("{c:>16}"));
     }
-    table.push_str(&format!("{:>12}{:>12}\n", "ratio cf", "ratio 100k"));
+    table.push_str(&format!("{:>12}{:>12}", "ratio cf", "ratio 100k"));
+    if columns > 5 {
+        table.push_str(&format!("{:>14}{:>12}", "vs compared", "ratio"));
+    }
+    table.push('\n');
     let mut rows = Vec::new();
-    let mut per_column = vec![Vec::new(); COLUMNS.len()];
+    let mut per_column = vec![Vec::new(); columns];
     for (s, (name, _)) in shapes.iter().enumerate() {
         let medians: Vec<f64> = samples[s].iter().map(|v| common::median(v)).collect();
         table.push_str(&format!("{name:<40}"));
@@ -346,11 +401,18 @@ fn main() {
         }
         let ratio_cf = medians[2] / medians[1];
         let ratio_bulk = medians[4] / medians[3];
-        table.push_str(&format!("{ratio_cf:>11.2}x{ratio_bulk:>11.2}x\n"));
+        table.push_str(&format!("{ratio_cf:>11.2}x{ratio_bulk:>11.2}x"));
         let mut row = vec![serde_json::json!(name)];
         row.extend(medians.iter().map(|&m| num(m)));
         row.push(num(ratio_cf));
         row.push(num(ratio_bulk));
+        if columns > 5 {
+            let (delta, ratio) = (medians[2] - medians[5], medians[2] / medians[5]);
+            table.push_str(&format!("{delta:>+13.1}n{ratio:>11.2}x"));
+            row.push(num(delta));
+            row.push(num(ratio));
+        }
+        table.push('\n');
         rows.push(row);
         for (c, m) in medians.iter().enumerate() {
             per_column[c].push(*m);
@@ -377,10 +439,13 @@ fn main() {
         &args.common,
     );
     report.began_at(started);
-    let mut columns = vec!["shape"];
-    columns.extend(COLUMNS);
-    columns.extend(["xdpgate/minimal (cf)", "xdpgate/minimal (100k)"]);
-    report.table("Median ns per packet", &columns, rows);
+    let mut headers = vec!["shape"];
+    headers.extend(&COLUMNS[..columns]);
+    headers.extend(["xdpgate/minimal (cf)", "xdpgate/minimal (100k)"]);
+    if columns > 5 {
+        headers.extend(["xdpgate - compared (cf), ns", "xdpgate/compared (cf)"]);
+    }
+    report.table("Median ns per packet", &headers, rows);
     let shape_names: Vec<String> = shapes.iter().map(|(n, _)| n.to_string()).collect();
     if !sizes.is_empty() {
         report.table(
@@ -403,8 +468,14 @@ fn main() {
     );
     report.note(NOTE);
     report.command(format!(
-        "cargo bench -p xdpgate-tests --bench xdp -- --repeat {} --rounds {} --prefixes {}",
-        args.repeat, args.rounds, args.random_prefixes
+        "cargo bench -p xdpgate-tests --bench xdp -- --repeat {} --rounds {} --prefixes {}{}",
+        args.repeat,
+        args.rounds,
+        args.random_prefixes,
+        args.compare
+            .as_ref()
+            .map(|p| format!(" --compare {}", p.display()))
+            .unwrap_or_default()
     ));
     report.samples(
         "ns_per_round",

@@ -159,7 +159,16 @@ async fn serve_connection(
     _slot: OwnedSemaphorePermit,
 ) {
     let service = service_fn(move |request: Request<Incoming>| {
-        let response = respond(source.as_ref(), request.method(), request.uri().path());
+        let accept = request
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok());
+        let response = respond(
+            source.as_ref(),
+            request.method(),
+            request.uri().path(),
+            accept,
+        );
         async move { Ok::<_, Infallible>(response) }
     });
     let connection = http1::Builder::new()
@@ -214,7 +223,14 @@ impl Route {
 
 const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 
-fn respond(source: &dyn AdminSource, method: &Method, path: &str) -> Response<Full<Bytes>> {
+/// `accept`: the request's `Accept` header, which picks the exposition
+/// format of `/metrics` (OpenMetrics unless it asks for `text/plain` alone).
+fn respond(
+    source: &dyn AdminSource,
+    method: &Method,
+    path: &str,
+    accept: Option<&str>,
+) -> Response<Full<Bytes>> {
     let Some(route) = Route::of(path) else {
         return response(StatusCode::NOT_FOUND, TEXT_PLAIN, "not found\n".into());
     };
@@ -230,6 +246,11 @@ fn respond(source: &dyn AdminSource, method: &Method, path: &str) -> Response<Fu
         return response;
     }
     match route {
+        Route::Metrics if metrics::text_format::wants_text(accept) => response(
+            StatusCode::OK,
+            metrics::text_format::CONTENT_TYPE,
+            metrics::text_format::from_openmetrics(&source.metrics()),
+        ),
         Route::Metrics => response(StatusCode::OK, metrics::CONTENT_TYPE, source.metrics()),
         Route::Healthz => response(StatusCode::OK, TEXT_PLAIN, "ok\n".into()),
         Route::Readyz => match source.readiness() {

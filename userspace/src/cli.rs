@@ -35,6 +35,8 @@ use crate::{
     status::{readiness, unix_now, DaemonStatus},
 };
 
+mod top;
+
 /// Where pins live by default. bpffs must be mounted at /sys/fs/bpf.
 pub const PIN_DIR: &str = "/sys/fs/bpf/xdpgate";
 /// Where the daemon keeps last-known-good lists and its status by default.
@@ -129,6 +131,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the heaviest dropped sources live, as `top` does: drops per
+    /// source prefix (/24, /48) and reason, refreshed every --interval.
+    Top(top::TopArgs),
     /// Say what the live kernel policy does with a connection attempt from
     /// ADDRESS, and why. Exit code 0 if it would pass, 5 if dropped.
     Check {
@@ -264,6 +269,7 @@ pub async fn main(cli: Cli) -> Result<Exit> {
             interval,
             json,
         } => stats(&locations, watch, interval, json).await,
+        Command::Top(args) => top::top(&args).await,
         Command::Check {
             address,
             tcp,

@@ -22,9 +22,14 @@ use prometheus_client::{
 };
 
 use crate::{
-    filter::Counters,
+    filter::{Counters, Sources},
     status::{DaemonStatus, SetStatus, SourceStatus},
 };
+
+pub mod text_format;
+mod top_sources;
+
+pub use top_sources::TOP_SOURCES;
 
 /// The content type of [`render`]'s output: OpenMetrics text 1.0.0, which is
 /// what `prometheus_client::encoding::text` writes (`# EOF`, `info` types,
@@ -38,15 +43,20 @@ const PREFIX: &str = "xdpgate";
 /// daemon is gone (then the scrape holds only the live instruments).
 type ReadStatus = dyn Fn() -> Option<(DaemonStatus, Option<Counters>)> + Send + Sync;
 
-/// The daemon's registry: the status collector fed by `read`, the proxy's
-/// instruments beside it and the Ingress source's under `xdpgate_ingress_`.
+/// The daemon's registry: the status collector fed by `read`, the heaviest
+/// dropped sources fed by `read_sources`, the proxy's instruments beside them
+/// and the Ingress source's under `xdpgate_ingress_`.
 pub fn daemon_registry(
     read: impl Fn() -> Option<(DaemonStatus, Option<Counters>)> + Send + Sync + 'static,
+    read_sources: impl Fn() -> Option<Sources> + Send + Sync + 'static,
     proxy: Option<&crate::proxy::metrics::ProxyMetrics>,
     ingress: Option<&crate::ingress::metrics::IngressMetrics>,
 ) -> Registry {
     let mut registry = Registry::with_prefix(PREFIX);
     registry.register_collector(Box::new(StatusCollector(Box::new(read))));
+    registry.register_collector(Box::new(top_sources::TopSourcesCollector(Box::new(
+        read_sources,
+    ))));
     if let Some(proxy) = proxy {
         proxy.register(&mut registry);
     }

@@ -59,6 +59,11 @@ const PACKAGES: &[Group] = &[
             "python3-venv",
             // `systemd-analyze verify` on the systemd unit.
             "systemd",
+            // A real Prometheus scraping the daemon (its HTTP API answers
+            // every query of the Grafana dashboard), and `promtool check
+            // metrics` on a scrape (tests/deploy_prometheus.rs). Started by
+            // the test in its own directory, never as a service.
+            "prometheus",
             // The container image (`cargo xtask image`) and running it; podman
             // with runc, as crun does not work on these machines.
             "buildah",
@@ -346,11 +351,12 @@ pub fn ensure(mode: Mode, need: Need) -> Result<()> {
     finish(mode, need, problems)
 }
 
-/// The competitors of `cargo xtask bench` whose Debian packages start a
-/// system service (on the host's ports 80/443) where systemd runs. The
-/// benchmarks start their own instances inside namespaces, so the services
-/// are stopped and disabled right after they are installed.
-const BENCH_SERVICES: [&str; 3] = ["nginx", "haproxy", "caddy"];
+/// The packages whose Debian packages start a system service where systemd
+/// runs: the competitors of `cargo xtask bench` (on the host's ports 80/443)
+/// and Prometheus (on 9090). The benchmarks and tests start their own
+/// instances inside namespaces, so the services are stopped and disabled
+/// right after they are installed.
+const BENCH_SERVICES: [&str; 4] = ["nginx", "haproxy", "caddy", "prometheus"];
 
 fn stop_benchmark_services(installed: &[&str]) -> Result<()> {
     let services: Vec<&str> = BENCH_SERVICES
@@ -363,7 +369,7 @@ fn stop_benchmark_services(installed: &[&str]) -> Result<()> {
         return Ok(());
     }
     println!(
-        "setup: stopping and disabling the services apt started ({}): the benchmarks run their own",
+        "setup: stopping and disabling the services apt started ({}): the benchmarks and tests run their own",
         services.join(" ")
     );
     process::run(

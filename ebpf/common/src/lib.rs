@@ -8,7 +8,10 @@
 #![cfg_attr(not(test), no_std)]
 
 /// Bumped whenever a map's layout or meaning changes. Userspace refuses to adopt
-/// pinned maps written under another version.
+/// pinned maps written under another version. Adding a map is no such change:
+/// a build that finds the maps it knows pinned adopts them and creates (and
+/// pins) the one it does not find, so counters and the policy in force carry
+/// on across the upgrade ([`maps::SOURCES`] came that way, under version 2).
 pub const ABI_VERSION: u32 = 2;
 
 /// One bit per named address set. The policy compiler rejects more sets than this.
@@ -61,6 +64,7 @@ macro_rules! map_names {
             V6_SLOT0 = "XDPGATE_V6_SLOT0";
             V6_SLOT1 = "XDPGATE_V6_SLOT1";
             COUNTERS = "XDPGATE_COUNTERS";
+            SOURCES = "XDPGATE_SOURCES";
         }
     };
 }
@@ -267,12 +271,53 @@ pub struct Counter {
     pub bytes: u64,
 }
 
+/// Capacity of the [`maps::SOURCES`] map: how many (source prefix, reason)
+/// pairs the program tracks at once. The map is an LRU, so past this bound the
+/// pairs dropped least recently are evicted to make room; it is preallocated
+/// (LRU maps always are), `SOURCE_ENTRIES` x (8-byte key + 16 bytes per
+/// possible CPU).
+pub const SOURCE_ENTRIES: u32 = 16_384;
+/// Bits of an IPv4 source the [`SourceKey`] keeps: a /24.
+pub const SOURCE_PREFIX_V4: u8 = 24;
+/// Bits of an IPv6 source the [`SourceKey`] keeps: a /48.
+pub const SOURCE_PREFIX_V6: u8 = 48;
+
+/// Key of the [`maps::SOURCES`] map: who sent what the program dropped, and
+/// why. Only drop verdicts write it. `prefix` holds the first three bytes of
+/// an IPv4 source (IPv4-mapped IPv6 sources count as IPv4, as the program
+/// judges them) or the first six of an IPv6 source, the rest zero. Eight
+/// bytes, so the kernel hashes one word.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SourceKey {
+    pub prefix: [u8; 6],
+    /// [`Family::Ipv4`] or [`Family::Ipv6`], as a byte.
+    pub family: u8,
+    /// A drop [`Reason`], as a byte.
+    pub reason: u8,
+}
+
+impl SourceKey {
+    pub const fn family(&self) -> Option<Family> {
+        match self.family {
+            0 => Some(Family::Ipv4),
+            1 => Some(Family::Ipv6),
+            _ => None,
+        }
+    }
+
+    pub fn reason(&self) -> Option<Reason> {
+        Reason::ALL.get(self.reason as usize).copied()
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are repr(C), made of integers, with explicit padding.
     unsafe impl aya::Pod for super::Control {}
     unsafe impl aya::Pod for super::SlotOptions {}
     unsafe impl aya::Pod for super::Counter {}
+    unsafe impl aya::Pod for super::SourceKey {}
 }
 
 #[cfg(test)]
@@ -305,7 +350,7 @@ mod tests {
         for (i, name) in maps::ALL.iter().enumerate() {
             assert!(!maps::ALL[..i].contains(name), "{name} twice");
         }
-        assert_eq!(maps::ALL.len(), 9);
+        assert_eq!(maps::ALL.len(), 10);
         assert_eq!(maps::ALL[0], maps::CONTROL);
     }
 
@@ -314,5 +359,6 @@ mod tests {
         assert_eq!(core::mem::size_of::<Control>(), 16);
         assert_eq!(core::mem::size_of::<SlotOptions>(), 24);
         assert_eq!(core::mem::size_of::<Counter>(), 16);
+        assert_eq!(core::mem::size_of::<SourceKey>(), 8);
     }
 }

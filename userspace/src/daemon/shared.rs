@@ -38,10 +38,15 @@ impl Shared {
         let ingress_metrics = with_proxy.then(|| Arc::new(IngressMetrics::new()));
         Arc::new_cyclic(|me: &std::sync::Weak<Shared>| {
             let me = me.clone();
+            let me_too = me.clone();
             let registry = metrics::daemon_registry(
                 move || {
                     let shared = me.upgrade()?;
                     Some((shared.status(), shared.counters()))
+                },
+                move || {
+                    let shared = me_too.upgrade()?;
+                    shared.with_pinned(|p| p.sources().ok())
                 },
                 proxy_metrics.as_deref(),
                 ingress_metrics.as_deref(),

@@ -31,8 +31,10 @@ use crate::policy::CompiledPolicy;
 pub mod bpfsys;
 pub mod pins;
 pub mod route;
+pub mod sources;
 
 pub use route::default_route_interface;
+pub use sources::{Sources, TopOrder, TopSource};
 
 pub use pins::{detach_pinned, PinLayout, PinnedFilter};
 
@@ -113,6 +115,8 @@ pub(crate) struct KernelMaps {
     pub v4: [LpmTrie<MapData, V4KeyData, SetMask>; 2],
     pub v6: [LpmTrie<MapData, V6KeyData, SetMask>; 2],
     pub counters: PerCpuArray<MapData, Counter>,
+    /// Absent only under pins a daemon from before the map existed left.
+    pub sources: Option<sources::SourceMap>,
 }
 
 impl KernelMaps {
@@ -141,6 +145,10 @@ impl KernelMaps {
                 typed(maps::V6_SLOT1, get(maps::V6_SLOT1)?)?,
             ],
             counters: typed(maps::COUNTERS, get(maps::COUNTERS)?)?,
+            sources: get(maps::SOURCES)
+                .ok()
+                .map(|map| typed(maps::SOURCES, map))
+                .transpose()?,
         })
     }
 }
@@ -177,8 +185,15 @@ impl Filter {
     /// the filter is unarmed. This is what tests and benchmarks use; the
     /// daemon uses [`Filter::open_pinned`].
     pub fn load() -> Result<Self, FilterError> {
+        Self::load_object(OBJECT)
+    }
+
+    /// As [`Filter::load`], from another build of the program (`cargo xtask
+    /// bench xdp --compare` measures two builds in one run). An object from
+    /// before the per-source map loads; [`Filter::sources`] then says so.
+    pub fn load_object(object: &[u8]) -> Result<Self, FilterError> {
         let ebpf = EbpfLoader::new()
-            .load(OBJECT)
+            .load(object)
             .map_err(|e| FilterError::Load(Box::new(e)))?;
         Self::from_ebpf(ebpf, None, Adoption::Private)
     }
@@ -202,7 +217,10 @@ impl Filter {
         let mut expected = Vec::new();
         for (name, map) in reference.maps() {
             let info = match map {
-                Map::Array(data) | Map::PerCpuArray(data) | Map::LpmTrie(data) => data.info(),
+                Map::Array(data)
+                | Map::PerCpuArray(data)
+                | Map::LpmTrie(data)
+                | Map::PerCpuLruHashMap(data) => data.info(),
                 other => {
                     return Err(FilterError::Pin(format!(
                         "map {name} is of a kind this build does not pin: {other:?}"
@@ -447,6 +465,11 @@ impl Filter {
     /// The kernel's counters, summed over CPUs.
     pub fn counters(&self) -> Result<Counters, FilterError> {
         pins::sum_counters(&self.maps.counters)
+    }
+
+    /// Drops per source prefix and reason, summed over CPUs.
+    pub fn sources(&self) -> Result<Sources, FilterError> {
+        sources::read_sources(self.maps.sources.as_ref())
     }
 
     /// Puts this program on `interface` through a pinned link, so that it

@@ -401,6 +401,11 @@ impl PinnedFilter {
         sum_counters(&self.maps.counters)
     }
 
+    /// Drops per source prefix and reason (`xdpgate top`).
+    pub fn sources(&self) -> Result<super::Sources, FilterError> {
+        super::sources::read_sources(self.maps.sources.as_ref())
+    }
+
     /// Every pinned link, and whether it still filters its interface here.
     pub fn links(&self) -> Vec<LinkState> {
         self.layout
