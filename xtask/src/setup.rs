@@ -54,6 +54,9 @@ const PACKAGES: &[Group] = &[
             // `htpasswd`: the htpasswd files the basic_auth tests log in
             // against are made by Apache's own tool.
             "apache2-utils",
+            // The cluster-wide rate limit's tests and bench start their own
+            // `redis-server` on a free loopback port.
+            "redis-server",
             // A Python venv for `kubernetes-validate` (the manifest checks;
             // `kubectl` is step 4).
             "python3-venv",
@@ -350,7 +353,7 @@ pub fn ensure(mode: Mode, need: Need) -> Result<()> {
 /// system service (on the host's ports 80/443) where systemd runs. The
 /// benchmarks start their own instances inside namespaces, so the services
 /// are stopped and disabled right after they are installed.
-const BENCH_SERVICES: [&str; 3] = ["nginx", "haproxy", "caddy"];
+const BENCH_SERVICES: [&str; 4] = ["nginx", "haproxy", "caddy", "redis-server"];
 
 fn stop_benchmark_services(installed: &[&str]) -> Result<()> {
     let services: Vec<&str> = BENCH_SERVICES

@@ -35,6 +35,7 @@ fn the_design_sketch_middlewares_parse_in_route_order() {
             burst: 200,
             ipv6_subnet: None,
             max_keys: 65536,
+            store: None,
         })
     );
     let MiddlewareConfig::SecurityHeaders(headers) = &p.middlewares["headers"] else {

@@ -33,12 +33,14 @@ mod proxy;
 mod proxy_tests;
 mod read;
 #[cfg(test)]
+mod store_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tunnels_tests;
+mod values;
 #[cfg(test)]
 mod weighted_tests;
-mod values;
 mod yaml;
 
 /// The name and address rules the Ingress translation shares with the file.

@@ -31,7 +31,7 @@ use hyper::{
 
 use super::{
     forwarded::TrustedPeers,
-    metrics::{MiddlewareOnly, ProxyMetrics, RejectionLabels},
+    metrics::{MiddlewareOnly, ProxyMetrics, RejectionLabels, StoreErrorLabels},
     upstream::ProxyBody,
     RouteConfig,
 };
@@ -44,6 +44,7 @@ mod headers;
 mod htpasswd;
 mod ip_allow;
 pub mod rate_limit;
+pub mod rate_limit_redis;
 mod rewrite;
 
 pub use config::*;
@@ -238,7 +239,16 @@ impl Chain {
         for (index, step) in self.steps.iter().enumerate() {
             let answer = match step.layer.as_ref() {
                 Layer::RateLimit(limit) => {
-                    let answer = limit.check(cx.client_ip);
+                    let (answer, fallback) = limit.admit(cx.client_ip).await;
+                    if let Some(fallback) = fallback {
+                        metrics
+                            .rate_limit_store_errors
+                            .get_or_create(&StoreErrorLabels {
+                                middleware: step.name.clone(),
+                                outcome: fallback.label(),
+                            })
+                            .inc();
+                    }
                     metrics
                         .rate_limit_keys
                         .get_or_create(&MiddlewareOnly {
@@ -364,6 +374,7 @@ mod tests {
             burst: 1,
             ipv6_subnet: None,
             max_keys: 1024,
+            store: None,
         })
     }
 

@@ -31,7 +31,11 @@ use governor::{
 use hyper::{header, Response, StatusCode};
 use lru::LruCache;
 
-use super::{answer, Answer, RateLimitConfig};
+use super::{
+    answer,
+    rate_limit_redis::{RedisLimit, Verdict},
+    Answer, RateLimitConfig, StoreFallback,
+};
 use crate::proxy::upstream::ProxyBody;
 
 /// Locks are per shard, so concurrent clients rarely wait on each other.
@@ -40,6 +44,8 @@ const SHARDS: usize = 16;
 pub struct RateLimit {
     limiter: RateLimiter<IpAddr, BoundedStore<IpAddr>, DefaultClock, NoOpMiddleware>,
     ipv6_subnet: Option<u8>,
+    /// The shared store, when the limit is cluster-wide (`store: redis`).
+    shared: Option<RedisLimit>,
 }
 
 impl RateLimit {
@@ -57,7 +63,33 @@ impl RateLimit {
                 DefaultClock::default(),
             ),
             ipv6_subnet: config.ipv6_subnet,
+            shared: match &config.store {
+                Some(store) => Some(RedisLimit::new(config, store)?),
+                None => None,
+            },
         })
+    }
+
+    /// The decision for one request: `Err` is the 429 answer. A shared limit
+    /// asks its store; when the store gives no answer in time the fallback
+    /// decides, and is returned to be counted.
+    pub async fn admit(&self, client: IpAddr) -> (Result<(), Answer>, Option<StoreFallback>) {
+        let Some(shared) = &self.shared else {
+            return (self.check(client), None);
+        };
+        let fallback = shared.on_error;
+        match shared.check(self.key(client)).await {
+            Ok(Verdict::Allow) => (Ok(()), None),
+            Ok(Verdict::Deny(wait)) => (Err(Box::new(too_many(wait))), None),
+            Err(_) => match fallback {
+                StoreFallback::Local => (self.check(client), Some(fallback)),
+                StoreFallback::Allow => (Ok(()), Some(fallback)),
+                StoreFallback::Deny => (
+                    Err(Box::new(too_many(Duration::from_secs(1)))),
+                    Some(fallback),
+                ),
+            },
+        }
     }
 
     /// `Err` is the 429 answer.
@@ -194,6 +226,7 @@ mod tests {
             burst,
             ipv6_subnet: Some(64),
             max_keys,
+            store: None,
         })
         .unwrap()
     }
