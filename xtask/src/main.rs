@@ -81,7 +81,7 @@ enum Task {
     Bench {
         /// flood, proxy, xdp, sets, all, or report (only re-assemble README.md
         /// and the charts from the JSON files).
-        #[arg(value_parser = ["flood", "proxy", "xdp", "sets", "all", "report"])]
+        #[arg(value_parser = ["flood", "proxy", "xdp", "sets", "ratelimit", "all", "report"])]
         bench: String,
         /// A smoke run: one short round, to prove each benchmark still runs.
         #[arg(long)]

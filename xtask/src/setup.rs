@@ -54,6 +54,9 @@ const PACKAGES: &[Group] = &[
             // `htpasswd`: the htpasswd files the basic_auth tests log in
             // against are made by Apache's own tool.
             "apache2-utils",
+            // The cluster-wide rate limit's tests and bench start their own
+            // `redis-server` on a free loopback port.
+            "redis-server",
             // A Python venv for `kubernetes-validate` (the manifest checks;
             // `kubectl` is step 4).
             "python3-venv",
@@ -359,11 +362,11 @@ pub fn ensure(mode: Mode, need: Need) -> Result<()> {
 }
 
 /// The packages whose Debian packages start a system service where systemd
-/// runs: the competitors of `cargo xtask bench` (on the host's ports 80/443)
-/// and Prometheus (on 9090). The benchmarks and tests start their own
-/// instances inside namespaces, so the services are stopped and disabled
-/// right after they are installed.
-const BENCH_SERVICES: [&str; 4] = ["nginx", "haproxy", "caddy", "prometheus"];
+/// runs: the competitors of `cargo xtask bench` (on the host's ports 80/443),
+/// Prometheus (on 9090) and Redis (on 6379). The benchmarks and tests start
+/// their own instances inside namespaces or on their own ports, so the
+/// services are stopped and disabled right after they are installed.
+const BENCH_SERVICES: [&str; 5] = ["nginx", "haproxy", "caddy", "prometheus", "redis-server"];
 
 fn stop_benchmark_services(installed: &[&str]) -> Result<()> {
     let services: Vec<&str> = BENCH_SERVICES

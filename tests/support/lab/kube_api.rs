@@ -40,10 +40,18 @@ pub const KINDS: &[(&str, &str, &str)] = &[
     ("IngressClass", "networking.k8s.io/v1", "ingressclasses"),
     ("Middleware", "traefik.io/v1alpha1", "middlewares"),
     ("Middleware", "traefik.containo.us/v1alpha1", "middlewares"),
-    ("GatewayClass", "gateway.networking.k8s.io/v1", "gatewayclasses"),
+    (
+        "GatewayClass",
+        "gateway.networking.k8s.io/v1",
+        "gatewayclasses",
+    ),
     ("Gateway", "gateway.networking.k8s.io/v1", "gateways"),
     ("HTTPRoute", "gateway.networking.k8s.io/v1", "httproutes"),
-    ("ReferenceGrant", "gateway.networking.k8s.io/v1beta1", "referencegrants"),
+    (
+        "ReferenceGrant",
+        "gateway.networking.k8s.io/v1beta1",
+        "referencegrants",
+    ),
 ];
 
 /// Where a kind is listed and watched across all namespaces.
@@ -211,7 +219,11 @@ impl KubeApi {
     pub fn status_writes(&self, like: &Value) -> u64 {
         let kind = KINDS[kind_of(like)].0;
         let store = self.shared.store.lock().unwrap();
-        store.status_updates.iter().filter(|u| u.kind == kind).count() as u64
+        store
+            .status_updates
+            .iter()
+            .filter(|u| u.kind == kind)
+            .count() as u64
     }
 
     /// `(lists, watches)` served for Ingresses so far.

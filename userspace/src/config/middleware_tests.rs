@@ -36,6 +36,7 @@ fn the_design_sketch_middlewares_parse_in_route_order() {
             ipv6_subnet: None,
             max_keys: 65536,
             source: Default::default(),
+            store: None,
         })
     );
     let MiddlewareConfig::SecurityHeaders(headers) = &p.middlewares["headers"] else {

@@ -33,6 +33,8 @@ mod proxy;
 mod proxy_tests;
 mod read;
 #[cfg(test)]
+mod store_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tunnels_tests;

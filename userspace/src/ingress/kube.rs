@@ -426,15 +426,9 @@ fn apply(
             middleware,
             move |m| m.api_version == API_VERSIONS[group],
         ),
-        Change::GatewayClass(event) => {
-            on.apply(event, |o| &mut o.gateway.classes, Some, |_| true)
-        }
-        Change::Gateway(event) => {
-            on.apply(event, |o| &mut o.gateway.gateways, Some, |_| true)
-        }
-        Change::HttpRoute(event) => {
-            on.apply(event, |o| &mut o.gateway.http_routes, Some, |_| true)
-        }
+        Change::GatewayClass(event) => on.apply(event, |o| &mut o.gateway.classes, Some, |_| true),
+        Change::Gateway(event) => on.apply(event, |o| &mut o.gateway.gateways, Some, |_| true),
+        Change::HttpRoute(event) => on.apply(event, |o| &mut o.gateway.http_routes, Some, |_| true),
         Change::ReferenceGrant(event) => {
             on.apply(event, |o| &mut o.gateway.reference_grants, Some, |_| true)
         }

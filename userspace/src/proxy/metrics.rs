@@ -95,6 +95,14 @@ pub struct MiddlewareOnly {
     pub middleware: String,
 }
 
+/// A shared rate limit's store failing: `outcome` is the fallback applied
+/// (`local`, `allow` or `deny`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreErrorLabels {
+    pub middleware: String,
+    pub outcome: &'static str,
+}
+
 fn duration_histogram() -> Histogram {
     Histogram::new([
         0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -119,6 +127,7 @@ pub struct ProxyMetrics {
     pub middleware_rejections: Family<RejectionLabels, Counter>,
     pub rate_limit_keys: Family<MiddlewareOnly, Gauge>,
     pub middleware_file_errors: Family<MiddlewareOnly, Counter>,
+    pub rate_limit_store_errors: Family<StoreErrorLabels, Counter>,
     /// Certificate gauges are replaced wholesale when certificates change.
     cert_lock: Mutex<()>,
 }
@@ -149,6 +158,7 @@ impl ProxyMetrics {
             middleware_rejections: Family::default(),
             rate_limit_keys: Family::default(),
             middleware_file_errors: Family::default(),
+            rate_limit_store_errors: Family::default(),
             cert_lock: Mutex::new(()),
         }
     }
@@ -233,6 +243,12 @@ impl ProxyMetrics {
             "Files a middleware depends on (htpasswd) that changed but could not be used; \
              the old contents stay",
             metrics.middleware_file_errors.clone(),
+        );
+        registry.register(
+            "rate_limit_store_errors",
+            "Requests a shared rate_limit decided without its store (no answer within the \
+             timeout), by middleware and the fallback applied",
+            metrics.rate_limit_store_errors.clone(),
         );
     }
 

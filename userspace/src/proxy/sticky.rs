@@ -28,8 +28,11 @@ fn hex_digest(parts: &[&[u8]]) -> String {
     hasher
         .finalize()
         .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+        .fold(String::with_capacity(40), |mut hex, byte| {
+            use std::fmt::Write as _;
+            let _ = write!(hex, "{byte:02x}");
+            hex
+        })
 }
 
 /// Traefik's scheme: `_` and the first six hex digits of a SHA-1 of the

@@ -1,4 +1,4 @@
-//! `cargo xtask bench <flood|proxy|xdp|sets|all> [--quick] [--rounds N]`:
+//! `cargo xtask bench <flood|proxy|xdp|sets|ratelimit|all> [--quick] [--rounds N]`:
 //! each benchmark is a bench binary of the tests crate (`tests/benches/`),
 //! run by `cargo bench` (so the release build of everything it needs comes
 //! first) with `--out <dir>/<bench>.json`; then the report is re-assembled

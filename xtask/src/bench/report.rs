@@ -29,7 +29,7 @@ use plotters::{
 use serde_json::Value;
 
 /// The benchmarks in report order; also the names `cargo xtask bench` takes.
-pub const BENCHES: [&str; 4] = ["flood", "proxy", "xdp", "sets"];
+pub const BENCHES: [&str; 5] = ["flood", "proxy", "xdp", "sets", "ratelimit"];
 
 /// Where DejaVu Sans lives on Debian (fonts-dejavu-core); plotters needs a
 /// font to draw any text and ships none.

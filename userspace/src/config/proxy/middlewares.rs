@@ -10,7 +10,7 @@ use std::{collections::BTreeMap, str::FromStr};
 
 use hyper::header::{HeaderName, HeaderValue};
 
-use super::{check_name, targets::route_path, unknown};
+use super::{check_name, rate_limit_store::read_store, targets::route_path, unknown};
 use crate::{
     config::{
         values::{boolean, duration, file_path, suggest},
@@ -82,7 +82,7 @@ pub(super) fn read_middlewares(
             "security_headers" => {
                 MiddlewareConfig::SecurityHeaders(read_security_headers(settings, &path)?)
             }
-            "rate_limit" => MiddlewareConfig::RateLimit(read_rate_limit(settings, &path)?),
+            "rate_limit" => MiddlewareConfig::RateLimit(read_rate_limit(settings, &path, name)?),
             "ip_allow" => MiddlewareConfig::IpAllow(read_ip_allow(settings, &path, sets)?),
             "basic_auth" => MiddlewareConfig::BasicAuth(read_basic_auth(settings, &path)?),
             "redirect_scheme" => {
@@ -326,10 +326,17 @@ fn keyword(v: Val, path: &str, known: &[&str], upper: bool) -> Result<String, Co
 
 // ---- rate_limit and ip_allow ----
 
-fn read_rate_limit(v: Val, path: &str) -> Result<RateLimitConfig, ConfigError> {
+fn read_rate_limit(v: Val, path: &str, name: &str) -> Result<RateLimitConfig, ConfigError> {
     let table = v.table(
         path,
-        &["average", "period", "burst", "ipv6_subnet", "max_keys"],
+        &[
+            "average",
+            "period",
+            "burst",
+            "ipv6_subnet",
+            "max_keys",
+            "store",
+        ],
     )?;
     let Some(average) = table.get("average") else {
         return Err(v.error(
@@ -345,6 +352,7 @@ fn read_rate_limit(v: Val, path: &str) -> Result<RateLimitConfig, ConfigError> {
         ipv6_subnet: None,
         max_keys: 65_536,
         source: ClientSource::Settled,
+        store: None,
     };
     if let Some(v) = table.get("period") {
         let path = table.key_path("period");
@@ -365,6 +373,9 @@ fn read_rate_limit(v: Val, path: &str) -> Result<RateLimitConfig, ConfigError> {
     }
     if let Some(v) = table.get("max_keys") {
         config.max_keys = whole(v, &table.key_path("max_keys"), 16, MAX_RATE_LIMIT_KEYS)? as usize;
+    }
+    if let Some(v) = table.get("store") {
+        config.store = read_store(v, &table.key_path("store"), name)?;
     }
     Ok(config)
 }

@@ -21,6 +21,7 @@ use crate::{
 mod entrypoints;
 mod ingress;
 mod middlewares;
+mod rate_limit_store;
 mod requests;
 mod routes;
 mod targets;

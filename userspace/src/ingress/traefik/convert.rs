@@ -282,6 +282,9 @@ fn rate_limit(body: &Value, path: &str) -> Result<Option<MiddlewareConfig>, Fiel
         ipv6_subnet,
         max_keys: 65_536,
         source,
+        // `redis` was refused above: its credentials come inline or from a
+        // Secret, and ours come from files (`proxy.middlewares`).
+        store: None,
     })))
 }
 

@@ -41,6 +41,7 @@ fn the_reference_rate_limit_is_100_a_minute_with_a_burst_of_200_per_peer() {
             ipv6_subnet: None,
             max_keys: 65_536,
             source: ClientSource::Peer,
+            store: None,
         })]
     );
     // Traefik's defaults: a period of 1s, a burst of 1; `average: 0` is no limit.

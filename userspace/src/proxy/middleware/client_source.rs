@@ -18,17 +18,28 @@ use crate::proxy::{
 /// (the header is too short, or every entry is excluded), as Traefik's
 /// empty source. `Err`: the request did not pass the forwarded-header step,
 /// which always runs before a route's stack.
-pub fn resolve<B>(source: &ClientSource, request: &Request<B>) -> Result<Option<IpAddr>, ProxyError> {
+pub fn resolve<B>(
+    source: &ClientSource,
+    request: &Request<B>,
+) -> Result<Option<IpAddr>, ProxyError> {
     let extensions = request.extensions();
     let (Some(&ClientIp(client)), Some(&PeerIp(peer))) =
         (extensions.get::<ClientIp>(), extensions.get::<PeerIp>())
     else {
-        return Err(ProxyError::internal("client_source", "no client IP settled"));
+        return Err(ProxyError::internal(
+            "client_source",
+            "no client IP settled",
+        ));
     };
     Ok(pick(source, client, peer, request.headers()))
 }
 
-fn pick(source: &ClientSource, client: IpAddr, peer: IpAddr, headers: &HeaderMap) -> Option<IpAddr> {
+fn pick(
+    source: &ClientSource,
+    client: IpAddr,
+    peer: IpAddr,
+    headers: &HeaderMap,
+) -> Option<IpAddr> {
     match source {
         ClientSource::Settled => Some(client),
         ClientSource::Peer => Some(peer.to_canonical()),

@@ -85,6 +85,69 @@ pub struct RateLimitConfig {
     /// Which address is the client. Default: the one the forwarded-header
     /// logic settled on.
     pub source: ClientSource,
+    /// Keep the limit's state in Redis/Valkey, shared by every node, instead
+    /// of in this process (Traefik 3.4's `rateLimit.redis`). `None`: local.
+    pub store: Option<RedisStoreConfig>,
+}
+
+/// `rate_limit.store.redis`: where the shared limit lives and what to do
+/// when it cannot be asked in time. Secrets are read from files, at build.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisStoreConfig {
+    /// `host:port`.
+    pub address: String,
+    /// Speak TLS to the store.
+    pub tls: Option<RedisTlsConfig>,
+    pub username_file: Option<PathBuf>,
+    pub password_file: Option<PathBuf>,
+    /// Database number. Default 0.
+    pub db: i64,
+    /// The budget per request for the store's answer; past it, `on_error`
+    /// decides. Default 20ms.
+    pub timeout: Duration,
+    pub on_error: StoreFallback,
+    /// Connections, each multiplexed; requests take them in turn. Default 4.
+    pub pool: usize,
+    /// Keys are this and the client's address. Default
+    /// `xdpgate:rate_limit:<middleware>:`.
+    pub key_prefix: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RedisTlsConfig {
+    /// A PEM bundle of the CAs trusted for the store's certificate; `None`:
+    /// the system's roots.
+    pub ca: Option<PathBuf>,
+}
+
+/// What a shared rate limit does when its store does not answer in time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StoreFallback {
+    /// Decide with this node's own limiter (the same quota, per node).
+    #[default]
+    Local,
+    /// Let the request through.
+    Allow,
+    /// Refuse it with 429.
+    Deny,
+}
+
+impl StoreFallback {
+    /// Every fallback, in the order of their discriminants.
+    pub const ALL: [StoreFallback; 3] = [
+        StoreFallback::Local,
+        StoreFallback::Allow,
+        StoreFallback::Deny,
+    ];
+
+    /// The `outcome` label of `xdpgate_rate_limit_store_errors_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            StoreFallback::Local => "local",
+            StoreFallback::Allow => "allow",
+            StoreFallback::Deny => "deny",
+        }
+    }
 }
 
 /// Which address a `rate_limit` or `ip_allow` judges. The config file only

@@ -23,7 +23,7 @@ use arc_swap::ArcSwap;
 
 use super::{
     forwarded::TrustedPeers,
-    metrics::{MiddlewareOnly, ProxyMetrics},
+    metrics::{MiddlewareOnly, ProxyMetrics, StoreErrorLabels},
     RouteConfig,
 };
 
@@ -36,6 +36,7 @@ mod headers;
 mod htpasswd;
 mod ip_allow;
 pub mod rate_limit;
+pub mod rate_limit_redis;
 mod rewrite;
 pub mod stack;
 
@@ -81,8 +82,21 @@ impl Built {
                         middleware: name.to_string(),
                     })
                     .clone();
+                let store_errors = StoreFallback::ALL.map(|fallback| {
+                    cx.metrics
+                        .rate_limit_store_errors
+                        .get_or_create(&StoreErrorLabels {
+                            middleware: name.to_string(),
+                            outcome: fallback.label(),
+                        })
+                        .clone()
+                });
                 let limiter = rate_limit::RateLimit::new(c)?;
-                Built::RateLimit(Arc::new(rate_limit::RateLimited::new(limiter, keys)))
+                Built::RateLimit(Arc::new(rate_limit::RateLimited::new(
+                    limiter,
+                    keys,
+                    store_errors,
+                )))
             }
             MiddlewareConfig::IpAllow(c) => {
                 Built::IpAllow(Arc::new(ip_allow::IpAllow::new(c, cx.sets.clone())))
@@ -231,6 +245,7 @@ mod tests {
             ipv6_subnet: None,
             max_keys: 1024,
             source: Default::default(),
+            store: None,
         })
     }
 

@@ -35,9 +35,14 @@ use governor::{
 };
 use hyper::{header, Request, StatusCode};
 use lru::LruCache;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 
-use super::{client_source, stack::Middleware, ClientSource, RateLimitConfig};
+use super::{
+    client_source,
+    rate_limit_redis::{RedisLimit, Verdict},
+    stack::Middleware,
+    ClientSource, RateLimitConfig, StoreFallback,
+};
 use crate::proxy::{request::ProxyError, upstream::ProxyBody};
 
 /// Locks are per shard, so concurrent clients rarely wait on each other.
@@ -47,6 +52,8 @@ pub struct RateLimit {
     limiter: RateLimiter<IpAddr, BoundedStore<IpAddr>, DefaultClock, NoOpMiddleware>,
     ipv6_subnet: Option<u8>,
     source: ClientSource,
+    /// The shared store, when the limit is cluster-wide (`store: redis`).
+    shared: Option<RedisLimit>,
 }
 
 impl RateLimit {
@@ -65,6 +72,10 @@ impl RateLimit {
             ),
             ipv6_subnet: config.ipv6_subnet,
             source: config.source.clone(),
+            shared: match &config.store {
+                Some(store) => Some(RedisLimit::new(config, store)?),
+                None => None,
+            },
         })
     }
 
@@ -72,8 +83,27 @@ impl RateLimit {
         &self.source
     }
 
-    /// `Err` is how long the client must wait before its next request
-    /// would pass.
+    /// The decision for one request: `Err` is how long the client must
+    /// wait. A shared limit asks its store; when the store gives no answer
+    /// in time the fallback decides, and is returned to be counted.
+    pub async fn admit(&self, client: IpAddr) -> (Result<(), Duration>, Option<StoreFallback>) {
+        let Some(shared) = &self.shared else {
+            return (self.check(client), None);
+        };
+        let fallback = shared.on_error;
+        match shared.check(self.key(client)).await {
+            Ok(Verdict::Allow) => (Ok(()), None),
+            Ok(Verdict::Deny(wait)) => (Err(wait), None),
+            Err(_) => match fallback {
+                StoreFallback::Local => (self.check(client), Some(fallback)),
+                StoreFallback::Allow => (Ok(()), Some(fallback)),
+                StoreFallback::Deny => (Err(Duration::from_secs(1)), Some(fallback)),
+            },
+        }
+    }
+
+    /// This node's own decision: `Err` is how long the client must wait
+    /// before its next request would pass.
     pub fn check(&self, client: IpAddr) -> Result<(), Duration> {
         let key = self.key(client);
         self.limiter
@@ -108,11 +138,18 @@ impl RateLimit {
 pub struct RateLimited {
     pub limiter: RateLimit,
     keys: Gauge,
+    /// `xdpgate_rate_limit_store_errors_total` for this middleware, by
+    /// outcome (`local`, `allow`, `deny`).
+    store_errors: [Counter; 3],
 }
 
 impl RateLimited {
-    pub fn new(limiter: RateLimit, keys: Gauge) -> Self {
-        RateLimited { limiter, keys }
+    pub fn new(limiter: RateLimit, keys: Gauge, store_errors: [Counter; 3]) -> Self {
+        RateLimited {
+            limiter,
+            keys,
+            store_errors,
+        }
     }
 
     /// Upkeep: forgets idle clients, then reports how many are left.
@@ -128,7 +165,10 @@ impl Middleware for RateLimited {
         // Traefik's empty source.
         let client = client_source::resolve(self.limiter.source(), request)?
             .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
-        let decision = self.limiter.check(client);
+        let (decision, fallback) = self.limiter.admit(client).await;
+        if let Some(fallback) = fallback {
+            self.store_errors[fallback as usize].inc();
+        }
         self.keys.set(self.limiter.keys() as i64);
         decision.map_err(too_many)
     }
@@ -236,6 +276,7 @@ mod tests {
             ipv6_subnet: Some(64),
             max_keys,
             source: Default::default(),
+            store: None,
         })
         .unwrap()
     }

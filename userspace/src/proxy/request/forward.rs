@@ -76,7 +76,10 @@ impl UpstreamCall {
             .remove::<Upgrading>()
             .map(|_| hyper::upgrade::on(&mut request));
         let upstream = &target.upstream;
-        match upstream.send_preferring(request, target.sticky.preferred).await {
+        match upstream
+            .send_preferring(request, target.sticky.preferred)
+            .await
+        {
             Ok((response, endpoint)) => {
                 let mut response = respond(response, client_upgrade);
                 response.extensions_mut().insert(AnsweredBy(endpoint));

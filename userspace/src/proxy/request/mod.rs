@@ -186,7 +186,10 @@ async fn serve(
     record.service.clone_from(&choice.service);
     let no_service =
         || ProxyError::internal("no_service", format!("no service `{}`", choice.service));
-    let upstream = state.upstreams.get(&choice.service).ok_or_else(no_service)?;
+    let upstream = state
+        .upstreams
+        .get(&choice.service)
+        .ok_or_else(no_service)?;
     let stack = state.stack(route).ok_or_else(no_service)?;
     let sticky = EndpointSticky::read(&upstream, request.headers());
     let client_ip = settle_forwarding(shared, info, &mut request, host.as_deref(), policy)?;
