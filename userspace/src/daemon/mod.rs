@@ -178,7 +178,8 @@ enum Event {
     Sets,
     Hangup,
     Tick,
-    Ingress(Snapshot),
+    /// Boxed: a snapshot carries every object of every kind it watches.
+    Ingress(Box<Snapshot>),
     Stop,
 }
 
@@ -268,7 +269,7 @@ impl Daemon {
                 },
                 _ = hangup.recv() => Event::Hangup,
                 _ = watch.tick() => Event::Tick,
-                snapshot = next_snapshot(self.ingress.as_mut()) => Event::Ingress(snapshot),
+                snapshot = next_snapshot(self.ingress.as_mut()) => Event::Ingress(Box::new(snapshot)),
                 _ = terminate.recv() => Event::Stop,
                 _ = interrupt.recv() => Event::Stop,
             };
