@@ -42,6 +42,8 @@ pub const BENCH: &str = "proxy";
 /// HAProxy reserves two per connection.
 pub const IDLE_FULL: usize = 8_000;
 const URL: &str = "https://192.0.2.1:443/";
+/// The name `--compare`'s earlier xdpgate build runs under.
+const BEFORE: &str = "xdpgate-before";
 
 /// xdpgate's configuration: the filter on the server veth (SSH from the
 /// admins' set only), one TLS entrypoint, every request to `backend`.
@@ -319,7 +321,16 @@ fn probe_proxy(lab: &Lab, upstream: Upstream, what: &str) {
 
 fn main() {
     let args = common::Args::parse(BENCH);
-    args.only(BENCH, &["--seconds", "--idle", "--proxies", "--upstreams"]);
+    args.only(
+        BENCH,
+        &[
+            "--seconds",
+            "--idle",
+            "--proxies",
+            "--upstreams",
+            "--compare",
+        ],
+    );
     if !lab_ready(
         "bench proxy",
         &["nginx", "haproxy", "caddy", "wrk", "h2load", "curl", "ss"],
@@ -376,7 +387,7 @@ fn main() {
             &format!("--proxies: no proxy `{unknown}` ({})", PROXIES.join(", ")),
         );
     }
-    let proxies: Vec<&str> = PROXIES
+    let mut proxies: Vec<&str> = PROXIES
         .into_iter()
         .filter(|p| {
             *p == "xdpgate"
@@ -385,6 +396,19 @@ fn main() {
                     .is_none_or(|c| c.split(',').any(|n| n == *p))
         })
         .collect();
+    // `--compare <xdpgate binary>`: an earlier build of xdpgate runs as one
+    // more competitor, just before this one, so a change's before and after
+    // are measured in the same run.
+    let before: Option<PathBuf> = args.extra::<String>(BENCH, "--compare").map(PathBuf::from);
+    if let Some(binary) = &before {
+        if !binary.is_file() {
+            common::fail(
+                BENCH,
+                &format!("--compare: {} is not a file", binary.display()),
+            );
+        }
+        proxies.insert(proxies.len() - 1, BEFORE);
+    }
     raise_open_files();
 
     let lab = Lab::new("px");
@@ -422,9 +446,9 @@ fn main() {
         pem: &pem,
         venv_bin: &venv_bin,
     };
-    let xdpgate = |upstream: Upstream, config: &Path| {
+    let xdpgate_from = |program: &Path, upstream: Upstream, config: &Path| {
         let launch = Launch {
-            program: work.bin.display().to_string(),
+            program: program.display().to_string(),
             args: vec![
                 s("run"),
                 s("--worker-threads"),
@@ -442,13 +466,22 @@ fn main() {
         };
         (xdpgate_yaml(&lab, &crt, &key, upstream.address), launch)
     };
+    let xdpgate = |upstream: Upstream, config: &Path| xdpgate_from(&work.bin, upstream, config);
     // Every proxy's files for every upstream, written once.
     let mut launches = Vec::new();
     let mut report = new_report(&args, seconds, idle, &upstreams);
     for &name in &proxies {
         let mut per_upstream = Vec::new();
         for &upstream in &upstreams {
-            let (configs, launch) = proxy(name, &files, upstream, &xdpgate);
+            let (configs, launch) = match (name, &before) {
+                (BEFORE, Some(binary)) => {
+                    let config = dir.join(format!("{BEFORE}-{}.yaml", upstream.name));
+                    let (yaml, launch) = xdpgate_from(binary, upstream, &config);
+                    let file = config.file_name().unwrap().to_string_lossy().into_owned();
+                    (vec![(file, yaml)], launch)
+                }
+                _ => proxy(name, &files, upstream, &xdpgate),
+            };
             for (file, text) in configs {
                 work.write(&file, &text);
                 report.command(
@@ -506,7 +539,7 @@ fn main() {
                     samples[p][u][m].push(*v);
                 }
                 drop(server);
-                if *name == "xdpgate" {
+                if name.starts_with("xdpgate") {
                     let _ = work.cli(&["detach"]);
                 }
             }
