@@ -272,10 +272,20 @@ impl Endpoint {
         now: Instant,
         idle_timeout: Duration,
     ) -> Option<http1::SendRequest<WatchedBody>> {
+        // The newest ready connection; closed ones met on the way are
+        // dropped. The whole pool is swept by the maintenance task
+        // (`sweep`), not here: a scan of every pooled connection on every
+        // request cost more than the request's own bookkeeping.
         let mut pool = lock(&self.http1);
-        pool.retain_mut(|conn| conn.keep(now, idle_timeout));
-        let index = pool.iter().rposition(|conn| conn.sender.is_ready())?;
-        Some(pool.swap_remove(index).sender)
+        loop {
+            let index = pool
+                .iter()
+                .rposition(|conn| conn.sender.is_ready() || conn.sender.is_closed())?;
+            let mut conn = pool.swap_remove(index);
+            if conn.keep(now, idle_timeout) {
+                return Some(conn.sender);
+            }
+        }
     }
 
     /// Keeps the connection for reuse, idle or finishing a response, up to

@@ -326,7 +326,10 @@ impl Upstream {
         }
         let (mut head, body) = request.into_parts();
         adapt_head(&mut head, &self.config);
-        let replay = is_replayable(&head.method, &body).then(|| head.clone());
+        // A copy of the head to send again elsewhere, only when there is
+        // an elsewhere: cloning the header map costs every request.
+        let replay =
+            (candidates.len() > 1 && is_replayable(&head.method, &body)).then(|| head.clone());
         let mut pending = Some(Request::from_parts(head, body));
         let mut last_error = None;
         for endpoint in candidates.iter().take(MAX_ATTEMPTS) {
