@@ -8,7 +8,7 @@ use std::{
     io::{LineWriter, Write as _},
     net::{IpAddr, SocketAddr},
     path::Path,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -18,7 +18,7 @@ use serde_json::json;
 /// What is known about a request by the time its response ends.
 #[derive(Clone, Debug)]
 pub struct AccessRecord {
-    pub entrypoint: String,
+    pub entrypoint: Arc<str>,
     pub peer: SocketAddr,
     /// The client as the forwarded-header logic established it.
     pub client_ip: IpAddr,
@@ -28,8 +28,8 @@ pub struct AccessRecord {
     pub query: Option<String>,
     pub protocol: &'static str,
     pub tls_version: Option<&'static str>,
-    pub router: String,
-    pub service: String,
+    pub router: Arc<str>,
+    pub service: Arc<str>,
     pub upstream: Option<SocketAddr>,
     pub status: u16,
     pub request_bytes: Option<u64>,
@@ -88,7 +88,7 @@ impl AccessLog {
 pub fn line(record: &AccessRecord, duration: Duration, response_bytes: u64) -> String {
     let value = json!({
         "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-        "entrypoint": record.entrypoint,
+        "entrypoint": &*record.entrypoint,
         "client_ip": record.client_ip.to_string(),
         "client_addr": record.peer.to_string(),
         "method": record.method,
@@ -97,8 +97,8 @@ pub fn line(record: &AccessRecord, duration: Duration, response_bytes: u64) -> S
         "query": record.query,
         "protocol": record.protocol,
         "tls_version": record.tls_version,
-        "router": record.router,
-        "service": record.service,
+        "router": &*record.router,
+        "service": &*record.service,
         "upstream": record.upstream.map(|a| a.to_string()),
         "status": record.status,
         "duration_ms": duration.as_secs_f64() * 1000.0,

@@ -10,7 +10,7 @@
 //! Not here: choosing an endpoint inside the chosen service (`upstream`).
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::Mutex,
+    sync::{Arc, Mutex},
 };
 
 use hyper::header::{HeaderMap, HeaderValue};
@@ -31,7 +31,7 @@ pub struct Balancers {
 /// response for the weighted services it passed through.
 #[derive(Debug, PartialEq)]
 pub struct Choice {
-    pub service: String,
+    pub service: Arc<str>,
     pub cookies: Vec<HeaderValue>,
 }
 
@@ -47,18 +47,18 @@ impl Balancers {
 
     /// The plain service for a request to `service` with `headers`;
     /// `service` itself when it is not weighted.
-    pub fn choose(&self, service: &str, headers: &HeaderMap) -> Choice {
+    pub fn choose(&self, service: &Arc<str>, headers: &HeaderMap) -> Choice {
         let mut choice = Choice {
-            service: service.to_string(),
+            service: service.clone(),
             cookies: Vec::new(),
         };
         for _ in 0..MAX_DEPTH {
-            let Some(weighted) = self.weighted.get(&choice.service) else {
+            let Some(weighted) = self.weighted.get(&*choice.service) else {
                 break;
             };
             let (member, cookie) = weighted.choose(headers);
             choice.cookies.extend(cookie);
-            choice.service = member;
+            choice.service = member.into();
         }
         choice
     }
@@ -173,7 +173,9 @@ mod tests {
     fn smooth_round_robin_interleaves_in_proportion() {
         let b = balancers(&[weighted("canary", &[("a", 5), ("b", 1), ("c", 1)], false)]);
         let none = HeaderMap::new();
-        let seq: Vec<String> = (0..7).map(|_| b.choose("canary", &none).service).collect();
+        let seq: Vec<String> = (0..7)
+            .map(|_| b.choose(&Arc::from("canary"), &none).service.to_string())
+            .collect();
         // nginx's documented sequence for 5/1/1.
         assert_eq!(seq, ["a", "a", "b", "a", "c", "a", "a"]);
         let b = balancers(&[weighted(
@@ -183,7 +185,9 @@ mod tests {
         )]);
         let mut counts = BTreeMap::new();
         for _ in 0..2000 {
-            *counts.entry(b.choose("canary", &none).service).or_insert(0) += 1;
+            *counts
+                .entry(b.choose(&Arc::from("canary"), &none).service.to_string())
+                .or_insert(0) += 1;
         }
         assert_eq!(
             counts,
@@ -197,21 +201,31 @@ mod tests {
             weighted("outer", &[("inner", 1)], false),
             weighted("inner", &[("plain", 1)], false),
         ]);
-        assert_eq!(b.choose("outer", &HeaderMap::new()).service, "plain");
-        assert_eq!(b.choose("plain", &HeaderMap::new()).service, "plain");
+        assert_eq!(
+            b.choose(&Arc::from("outer"), &HeaderMap::new())
+                .service
+                .as_ref(),
+            "plain"
+        );
+        assert_eq!(
+            b.choose(&Arc::from("plain"), &HeaderMap::new())
+                .service
+                .as_ref(),
+            "plain"
+        );
     }
 
     #[test]
     fn a_sticky_member_is_kept_and_an_unknown_cookie_is_replaced() {
         let b = balancers(&[weighted("canary", &[("v1", 1), ("v2", 1)], true)]);
-        let first = b.choose("canary", &HeaderMap::new());
+        let first = b.choose(&Arc::from("canary"), &HeaderMap::new());
         assert_eq!(first.cookies.len(), 1, "a new client gets the cookie");
         let cookie = first.cookies[0].to_str().unwrap();
         let pair = cookie.split(';').next().unwrap().to_string();
         let mut with = HeaderMap::new();
         with.insert(header::COOKIE, HeaderValue::from_str(&pair).unwrap());
         for _ in 0..10 {
-            let again = b.choose("canary", &with);
+            let again = b.choose(&Arc::from("canary"), &with);
             assert_eq!(again.service, first.service, "held on the member");
             assert!(again.cookies.is_empty(), "no new cookie while it holds");
         }
@@ -219,7 +233,7 @@ mod tests {
         let mut forged = HeaderMap::new();
         let text = format!("{name}=00000000deadbeef");
         forged.insert(header::COOKIE, HeaderValue::from_str(&text).unwrap());
-        let replaced = b.choose("canary", &forged);
+        let replaced = b.choose(&Arc::from("canary"), &forged);
         assert_eq!(
             replaced.cookies.len(),
             1,

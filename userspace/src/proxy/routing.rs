@@ -5,7 +5,7 @@
 //! configuration and only read afterwards; a reload builds a new one. It does
 //! not normalise paths (no percent-decoding, no `..` resolution): it compares
 //! the path the client sent, as Ingress controllers do.
-use std::{borrow::Cow, collections::HashMap};
+use std::{borrow::Cow, collections::HashMap, sync::Arc};
 
 use super::{
     config::{PathType, RouteConfig},
@@ -16,8 +16,9 @@ use super::{
 /// trailing dot).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
-    pub name: String,
-    pub service: String,
+    /// Shared: the request's metrics and access log carry it.
+    pub name: Arc<str>,
+    pub service: Arc<str>,
     pub host: Option<String>,
     pub path: String,
     pub path_type: PathType,
@@ -102,8 +103,8 @@ impl RouteTable {
     pub fn new(routes: &[RouteConfig], default_service: Option<&str>) -> RouteTable {
         let mut table = RouteTable {
             default: default_service.map(|service| Route {
-                name: "default".to_string(),
-                service: service.to_string(),
+                name: "default".into(),
+                service: service.into(),
                 host: None,
                 path: "/".to_string(),
                 path_type: PathType::Prefix,
@@ -129,8 +130,8 @@ impl RouteTable {
             group.push(index);
             table.entries.push(Entry {
                 route: Route {
-                    name: config.name.clone(),
-                    service: config.service.clone(),
+                    name: config.name.as_str().into(),
+                    service: config.service.as_str().into(),
                     host,
                     path: config.path.clone(),
                     path_type: config.path_type,
@@ -274,7 +275,7 @@ mod tests {
     }
 
     fn found<'a>(table: &'a RouteTable, host: Option<&str>, path: &str) -> Option<&'a str> {
-        table.find("websecure", host, path).map(|r| r.name.as_str())
+        table.find("websecure", host, path).map(|r| &*r.name)
     }
 
     /// The Ingress objects of kubernetes-sigs/ingress-controller-conformance
@@ -543,8 +544,8 @@ mod tests {
         let route = table
             .find("web", Some("unknown.example.com"), "/")
             .expect("default route");
-        assert_eq!(route.name, "default");
-        assert_eq!(route.service, "fallback:8080");
+        assert_eq!(&*route.name, "default");
+        assert_eq!(&*route.service, "fallback:8080");
         assert_eq!(
             found(&table, Some("api.example.com"), "/other"),
             Some("default")
@@ -568,7 +569,7 @@ mod tests {
         let on = |entrypoint| {
             table
                 .find(entrypoint, Some("example.com"), "/")
-                .map(|r| r.name.as_str())
+                .map(|r| &*r.name)
         };
         assert_eq!(on("internal"), Some("internal"));
         assert_eq!(on("websecure"), Some("public"));

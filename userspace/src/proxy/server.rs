@@ -146,7 +146,7 @@ impl ProxyState {
         if is_default {
             self.default_stack.clone()
         } else {
-            self.stacks.get(&route.name).cloned()
+            self.stacks.get(&*route.name).cloned()
         }
     }
 }
@@ -462,7 +462,7 @@ async fn serve_connection(
     }
     let _open = Dec(gauge);
     let info = ConnInfo {
-        entrypoint,
+        entrypoint: entrypoint.as_str().into(),
         peer,
         local: stream.local_addr().unwrap_or(peer),
         tls_version: None,

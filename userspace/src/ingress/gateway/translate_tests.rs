@@ -330,7 +330,7 @@ fn precedence_follows_the_gateway_api() {
         };
         table
             .find_request("web", Some(host), path, &facts)
-            .map(|r| r.service.clone())
+            .map(|r| r.service.to_string())
     };
     let get = Method::GET;
     let post = Method::POST;

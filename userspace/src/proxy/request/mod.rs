@@ -51,7 +51,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// What a request handler knows about its connection.
 #[derive(Clone)]
 pub(super) struct ConnInfo {
-    pub entrypoint: String,
+    pub entrypoint: Arc<str>,
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub tls_version: Option<&'static str>,
@@ -82,7 +82,7 @@ pub(super) async fn handle(
     let started = Instant::now();
     let guard = RequestGuard::open(&info.activity, &shared);
     let state = shared.state.load_full();
-    let mut record = observe::record(&info, &request);
+    let mut record = observe::record(&info, &request, shared.access_log.is_some());
     let method = method_label(request.method());
     let response = serve(&shared, &state, &info, request, &mut record)
         .await
@@ -109,7 +109,7 @@ fn account(
     metrics
         .proxy_errors
         .get_or_create(&ProxyErrorLabels {
-            entrypoint: record.entrypoint.clone(),
+            entrypoint: record.entrypoint.to_string(),
             source,
             kind: refusal.kind,
         })
@@ -149,7 +149,7 @@ async fn serve(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let entrypoint = state
         .entrypoints
-        .get(&info.entrypoint)
+        .get(&*info.entrypoint)
         .map(|e| &e.config)
         .ok_or_else(|| ProxyError::internal("entrypoint", "the entrypoint was reconfigured"))?;
     let host = request_host(&request);
@@ -159,12 +159,16 @@ async fn serve(
     let policy = &entrypoint.requests;
     hygiene::refuse_method(request.method())?;
     hygiene::check_framing(&request, Some(&info.framing))?;
-    let path = sanitize(&mut request, &policy.path)?;
+    sanitize(&mut request, &policy.path)?;
+    // The routed path, held apart from the request the steps below change
+    // (a URI clone shares its bytes: no copy).
+    let uri = request.uri().clone();
+    let path = uri.path();
     hygiene::alias_headers(request.headers_mut(), policy.underscore_headers)?;
     let facts = RequestFacts::of(&request);
     let route = state
         .routes
-        .find_request(&info.entrypoint, host.as_deref(), &path, &facts)
+        .find_request(&info.entrypoint, host.as_deref(), path, &facts)
         .ok_or_else(|| {
             let host = host.as_deref().unwrap_or("");
             ProxyError::policy(
@@ -173,7 +177,7 @@ async fn serve(
                 format!("page not found: no route for host `{host}` and path `{path}`"),
             )
         })?;
-    record.router.clone_from(&route.name);
+    record.router = route.name.clone();
     // A Gateway API route's own answer and rewrite (proxy/route_rules.rs);
     // nothing for other routes.
     if let Some(answer) = route_actions::redirect(route, &request, host.as_deref(), info) {
@@ -183,12 +187,12 @@ async fn serve(
     // A weighted service picks its member here, before the stack, so the
     // access log and the metrics name the service that served.
     let choice = state.balancers.choose(&route.service, request.headers());
-    record.service.clone_from(&choice.service);
+    record.service = choice.service.clone();
     let no_service =
         || ProxyError::internal("no_service", format!("no service `{}`", choice.service));
     let upstream = state
         .upstreams
-        .get(&choice.service)
+        .get(&*choice.service)
         .ok_or_else(no_service)?;
     let stack = state.stack(route).ok_or_else(no_service)?;
     let sticky = EndpointSticky::read(&upstream, request.headers());
@@ -268,23 +272,31 @@ fn outgoing(
     };
     let mut outgoing = Request::from_parts(parts, body);
     *outgoing.version_mut() = Version::HTTP_11;
-    if let Some(value) = host.and_then(|h| HeaderValue::from_str(&h).ok()) {
-        outgoing.headers_mut().insert(header::HOST, value);
+    // HTTP/2 has no Host header (`:authority`), and a route may rewrite
+    // the host; an HTTP/1.1 Host that stays is not copied again.
+    let headers = outgoing.headers_mut();
+    let same =
+        |h: &String| headers.get(header::HOST).map(HeaderValue::as_bytes) == Some(h.as_bytes());
+    if let Some(value) = host
+        .filter(|h| !same(h))
+        .and_then(|h| HeaderValue::from_str(&h).ok())
+    {
+        headers.insert(header::HOST, value);
     }
     outgoing
 }
 
 /// The request-path policy: the request continues with the one spelling
 /// of its path that is routed and forwarded; the query is left alone.
-fn sanitize<B>(request: &mut Request<B>, policy: &PathPolicy) -> Result<String, ProxyError> {
+fn sanitize<B>(request: &mut Request<B>, policy: &PathPolicy) -> Result<(), ProxyError> {
     let normalized = path::normalize(request.uri().path(), policy)
         .map_err(|why| ProxyError::client(StatusCode::BAD_REQUEST, "path", why.to_string()))?;
     let std::borrow::Cow::Owned(normal) = normalized else {
-        return Ok(request.uri().path().to_string());
+        return Ok(());
     };
     let path_and_query = match request.uri().query() {
         Some(query) => format!("{normal}?{query}"),
-        None => normal.clone(),
+        None => normal,
     };
     let mut parts = request.uri().clone().into_parts();
     parts.path_and_query = Some(path_and_query.parse().map_err(|e| {
@@ -292,7 +304,7 @@ fn sanitize<B>(request: &mut Request<B>, policy: &PathPolicy) -> Result<String, 
     })?);
     *request.uri_mut() = Uri::from_parts(parts)
         .map_err(|e| ProxyError::internal("path", format!("rebuilding the URI: {e}")))?;
-    Ok(normal)
+    Ok(())
 }
 
 /// A plain entrypoint that redirects answers everything with a redirect to
