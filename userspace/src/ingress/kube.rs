@@ -10,7 +10,15 @@
 //! Credentials come from the in-cluster service account, or from a kubeconfig
 //! named in the config file; never from environment variables (only the
 //! in-cluster discovery variables `KUBERNETES_SERVICE_HOST/PORT` are read).
-use std::{collections::BTreeMap, pin::Pin, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
 
 use futures_util::{Stream, StreamExt as _};
 use k8s_openapi::api::{
@@ -24,16 +32,18 @@ use kube::{
     runtime::{utils::Backoff, watcher, WatchStreamExt as _},
     Api, Client,
 };
+use rustls_pki_types::{pem::PemObject as _, CertificateDer};
 use tokio::sync::watch;
 
 use super::{
     gateway::{self, Gateway, GatewayClass, HttpRoute, ReferenceGrant},
     key_of,
     metrics::IngressMetrics,
+    publish,
     traefik::{TraefikMiddleware, API_VERSIONS},
     ObjectKey, Objects,
 };
-use crate::proxy::{IngressConfig, KubernetesConfig};
+use crate::proxy::{IngressConfig, KubernetesConfig, PublishStatus};
 
 /// What the Kubernetes source holds now.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -49,10 +59,13 @@ pub struct KubeState {
 /// Starts the watches; the task ends when the receiver is dropped. With
 /// `gateway` (the whole Ingress section, when `gateway_api` is on) the
 /// Gateway API kinds are watched too and their status is written back.
+/// The addresses `config.publish_status` names are written into the
+/// Ingresses of `class`.
 pub fn spawn(
     config: KubernetesConfig,
     endpoint_slices: bool,
     gateway: Option<IngressConfig>,
+    class: String,
     metrics: Arc<IngressMetrics>,
 ) -> (watch::Receiver<KubeState>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(KubeState::default());
@@ -81,6 +94,15 @@ pub fn spawn(
             ));
             AbortOnDrop(task)
         });
+        // Ingress status: likewise.
+        let _publisher = (config.publish_status != PublishStatus::Off).then(|| {
+            AbortOnDrop(tokio::spawn(publish::publish_loop(
+                client.clone(),
+                tx.subscribe(),
+                class,
+                config.publish_status.clone(),
+            )))
+        });
         loop {
             tokio::select! {
                 _ = watches.run(&client, &tx, &metrics) => {}
@@ -99,9 +121,105 @@ async fn client(config: &KubernetesConfig) -> anyhow::Result<Client> {
                 .map_err(|e| anyhow::anyhow!("kubeconfig {}: {e}", path.display()))?;
             kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await?
         }
-        None => kube::Config::incluster()?,
+        None => in_cluster(&config.service_account_dir)?,
     };
     Ok(Client::try_from(kube_config)?)
+}
+
+/// The in-cluster configuration as client-go builds it: the API server from
+/// `KUBERNETES_SERVICE_HOST`/`PORT`, the CA and the token from the service
+/// account's files in `dir` (the token file is read again as the kubelet
+/// rotates it; only its path is kept here, never its contents).
+fn in_cluster(dir: &Path) -> anyhow::Result<kube::Config> {
+    let variable = |name: &str| {
+        std::env::var(name).map_err(|_| {
+            anyhow::anyhow!(
+                "{name} is not set: not running in a pod? (outside a cluster, name a \
+                 `kubeconfig` under proxy.ingress.kubernetes)"
+            )
+        })
+    };
+    let host = variable("KUBERNETES_SERVICE_HOST")?;
+    let port: u16 = variable("KUBERNETES_SERVICE_PORT")?
+        .trim()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("KUBERNETES_SERVICE_PORT is not a port: {e}"))?;
+    let url = match host.trim().parse::<std::net::IpAddr>() {
+        Ok(ip) => format!("https://{}", std::net::SocketAddr::new(ip, port)),
+        Err(_) => format!("https://{}:{port}", host.trim()),
+    };
+    let url: hyper::Uri = url
+        .parse()
+        .map_err(|e| anyhow::anyhow!("KUBERNETES_SERVICE_HOST `{host}`: {e}"))?;
+    let ca_file = dir.join("ca.crt");
+    let pem = std::fs::read(&ca_file)
+        .map_err(|e| anyhow::anyhow!("the service account's CA {}: {e}", ca_file.display()))?;
+    let roots = CertificateDer::pem_slice_iter(&pem)
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("the service account's CA {}: {e}", ca_file.display()))?;
+    if roots.is_empty() {
+        anyhow::bail!(
+            "the service account's CA {} holds no PEM certificate",
+            ca_file.display()
+        );
+    }
+    let token_file = dir.join("token");
+    if let Err(e) = std::fs::metadata(&token_file) {
+        anyhow::bail!("the service account's token {}: {e}", token_file.display());
+    }
+    let mut kube_config = kube::Config::new(url);
+    kube_config.root_cert = Some(roots);
+    kube_config.root_cert_file = Some(ca_file);
+    kube_config.auth_info.token_file = Some(token_file.to_string_lossy().into_owned());
+    if let Ok(namespace) = std::fs::read_to_string(dir.join("namespace")) {
+        if !namespace.trim().is_empty() {
+            kube_config.default_namespace = namespace.trim().to_string();
+        }
+    }
+    Ok(kube_config)
+}
+
+/// Where the CA that must verify the API server's certificate comes from,
+/// for the error when it does not.
+fn ca_source(config: &KubernetesConfig) -> String {
+    match &config.kubeconfig {
+        Some(path) => format!("the certificate authority of kubeconfig {}", path.display()),
+        None => format!("{}", config.service_account_dir.join("ca.crt").display()),
+    }
+}
+
+/// The TLS error under `error`, if a handshake with the API server failed.
+/// hyper-rustls wraps tokio-rustls's `io::Error` in another `io::Error`,
+/// whose `source()` skips the inner one, so wrapped I/O errors are opened
+/// by hand.
+fn tls_error<'e>(error: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
+    if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    if let Some(inner) = error
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
+        let inner: &(dyn std::error::Error + 'static) = inner;
+        if let Some(tls) = tls_error(inner) {
+            return Some(tls);
+        }
+    }
+    error.source().and_then(tls_error)
+}
+
+/// What a failed watch says: for a TLS failure, the TLS cause (and for a
+/// refused certificate, the CA it was checked against), which the client's
+/// own message (`client error (Connect)`) does not name.
+fn watch_failure(error: &watcher::Error, ca_source: &str) -> String {
+    match tls_error(error) {
+        Some(tls @ rustls::Error::InvalidCertificate(_)) => {
+            format!("the API server's certificate does not verify against {ca_source} ({tls})")
+        }
+        Some(tls) => format!("TLS with the API server failed: {tls}"),
+        None => error.to_string(),
+    }
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -143,6 +261,27 @@ enum Change {
     ReferenceGrant(watcher::Event<ReferenceGrant>),
 }
 
+impl Change {
+    /// The watcher's announcement that it is about to list; it comes before
+    /// the list request, so it says nothing about whether the watch works.
+    fn is_init(&self) -> bool {
+        use watcher::Event::Init;
+        matches!(
+            self,
+            Change::Ingress(Init)
+                | Change::Secret(Init)
+                | Change::AuthSecret(Init)
+                | Change::Slice(Init)
+                | Change::Middleware(_, Init)
+                | Change::IngressClass(Init)
+                | Change::GatewayClass(Init)
+                | Change::Gateway(Init)
+                | Change::HttpRoute(Init)
+                | Change::ReferenceGrant(Init)
+        )
+    }
+}
+
 type Changes = Pin<Box<dyn Stream<Item = (usize, Result<Change, watcher::Error>)> + Send>>;
 
 struct Watches {
@@ -153,6 +292,8 @@ struct Watches {
     /// scopes.
     cluster_kinds: Vec<Kind>,
     resync: std::time::Duration,
+    /// Named when the API server's certificate is refused.
+    ca_source: String,
 }
 
 /// A watch's objects while it lists, and whether it has listed.
@@ -188,6 +329,7 @@ impl Watches {
                 Vec::new()
             },
             resync: config.resync,
+            ca_source: ca_source(config),
         }
     }
 
@@ -255,8 +397,9 @@ impl Watches {
                 }
                 Err(e) => {
                     metrics.watch_reconnects.inc();
+                    let cause = watch_failure(&e, &self.ca_source);
                     let message = format!(
-                        "the {kind:?} watch{} failed and is retried: {e}",
+                        "the {kind:?} watch{} failed and is retried: {cause}",
                         scope
                             .as_ref()
                             .map(|s| format!(" in {s}"))
@@ -267,7 +410,7 @@ impl Watches {
                     true
                 }
                 Ok(change) => {
-                    let cleared = state.error.take().is_some();
+                    let cleared = !change.is_init() && state.error.take().is_some();
                     apply(change, state, &mut objects, scope.as_deref(), metrics) || cleared
                 }
             };
@@ -300,34 +443,29 @@ fn stream(client: &Client, kind: Kind, namespace: Option<&str>, id: usize) -> Ch
     }
     let config = watcher::Config::default();
     match kind {
-        Kind::Ingress => watcher(api::<Ingress>(client, namespace), config)
-            .backoff(WatchBackoff::default())
+        Kind::Ingress => retried(watcher(api::<Ingress>(client, namespace), config))
             .map(move |e| (id, e.map(Change::Ingress)))
             .boxed(),
         // Only TLS Secrets here: the proxy has no business seeing most
         // others.
-        Kind::Secret => watcher(
+        Kind::Secret => retried(watcher(
             api::<Secret>(client, namespace),
             config.fields("type=kubernetes.io/tls"),
-        )
-        .backoff(WatchBackoff::default())
+        ))
         .map(move |e| (id, e.map(Change::Secret)))
         .boxed(),
         // basicAuth users: only the kinds of Secret Traefik reads them from
         // are kept (see `auth_secret`).
-        Kind::AuthSecret => watcher(
+        Kind::AuthSecret => retried(watcher(
             api::<Secret>(client, namespace),
             config.fields("type!=kubernetes.io/tls,type!=kubernetes.io/service-account-token"),
-        )
-        .backoff(WatchBackoff::default())
+        ))
         .map(move |e| (id, e.map(Change::AuthSecret)))
         .boxed(),
-        Kind::EndpointSlice => watcher(api::<EndpointSlice>(client, namespace), config)
-            .backoff(WatchBackoff::default())
+        Kind::EndpointSlice => retried(watcher(api::<EndpointSlice>(client, namespace), config))
             .map(move |e| (id, e.map(Change::Slice)))
             .boxed(),
-        Kind::IngressClass => watcher(Api::<IngressClass>::all(client.clone()), config)
-            .backoff(WatchBackoff::default())
+        Kind::IngressClass => retried(watcher(Api::<IngressClass>::all(client.clone()), config))
             .map(move |e| (id, e.map(Change::IngressClass)))
             .boxed(),
         Kind::Middleware(index) => {
@@ -342,25 +480,20 @@ fn stream(client: &Client, kind: Kind, namespace: Option<&str>, id: usize) -> Ch
                 Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
                 None => Api::all_with(client.clone(), &resource),
             };
-            watcher(api, config)
-                .backoff(WatchBackoff::default())
+            retried(watcher(api, config))
                 .map(move |e| (id, e.map(|e| Change::Middleware(index, e))))
                 .boxed()
         }
-        Kind::GatewayClass => watcher(Api::<GatewayClass>::all(client.clone()), config)
-            .backoff(WatchBackoff::default())
+        Kind::GatewayClass => retried(watcher(Api::<GatewayClass>::all(client.clone()), config))
             .map(move |e| (id, e.map(Change::GatewayClass)))
             .boxed(),
-        Kind::Gateway => watcher(api::<Gateway>(client, namespace), config)
-            .backoff(WatchBackoff::default())
+        Kind::Gateway => retried(watcher(api::<Gateway>(client, namespace), config))
             .map(move |e| (id, e.map(Change::Gateway)))
             .boxed(),
-        Kind::HttpRoute => watcher(api::<HttpRoute>(client, namespace), config)
-            .backoff(WatchBackoff::default())
+        Kind::HttpRoute => retried(watcher(api::<HttpRoute>(client, namespace), config))
             .map(move |e| (id, e.map(Change::HttpRoute)))
             .boxed(),
-        Kind::ReferenceGrant => watcher(api::<ReferenceGrant>(client, namespace), config)
-            .backoff(WatchBackoff::default())
+        Kind::ReferenceGrant => retried(watcher(api::<ReferenceGrant>(client, namespace), config))
             .map(move |e| (id, e.map(Change::ReferenceGrant)))
             .boxed(),
     }
@@ -504,9 +637,16 @@ impl Target<'_> {
 /// kube-runtime's default (800 ms), because the commonest error, a `410
 /// Gone`, is routine and a relist answers it; the doubling still spares a
 /// struggling API server.
+///
+/// "Works again" means it delivered an object or finished a list: the
+/// watcher announces `Init` before its list request, and a backoff reset
+/// by that would retry a list that keeps failing (no RBAC, a wrong CA)
+/// every 100 ms forever.
 #[derive(Clone, Debug)]
 struct WatchBackoff {
     next: std::time::Duration,
+    /// Set by [`retried`] when the watch made progress.
+    progressed: Arc<AtomicBool>,
 }
 
 const FIRST_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
@@ -514,7 +654,10 @@ const LONGEST_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Default for WatchBackoff {
     fn default() -> Self {
-        WatchBackoff { next: FIRST_RETRY }
+        WatchBackoff {
+            next: FIRST_RETRY,
+            progressed: Arc::new(AtomicBool::new(false)),
+        }
     }
 }
 
@@ -530,8 +673,29 @@ impl Iterator for WatchBackoff {
 
 impl Backoff for WatchBackoff {
     fn reset(&mut self) {
-        self.next = FIRST_RETRY;
+        if self.progressed.swap(false, Ordering::SeqCst) {
+            self.next = FIRST_RETRY;
+        }
     }
+}
+
+/// `events` retried with a [`WatchBackoff`] after each error.
+pub(crate) fn retried<K, S>(
+    events: S,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
+where
+    K: Send,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+{
+    let backoff = WatchBackoff::default();
+    let progressed = backoff.progressed.clone();
+    events
+        .inspect(move |event| {
+            if matches!(event, Ok(e) if !matches!(e, watcher::Event::Init)) {
+                progressed.store(true, Ordering::SeqCst);
+            }
+        })
+        .backoff(backoff)
 }
 
 #[cfg(test)]
@@ -548,6 +712,11 @@ mod tests {
             waits,
             [100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000]
         );
+        // The watcher's `Init` before a list that fails again is no
+        // progress: the wait keeps growing.
+        backoff.reset();
+        assert_eq!(backoff.next(), Some(LONGEST_RETRY));
+        backoff.progressed.store(true, Ordering::SeqCst);
         backoff.reset();
         assert_eq!(backoff.next(), Some(FIRST_RETRY));
     }

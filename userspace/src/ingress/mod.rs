@@ -26,6 +26,7 @@ pub mod gateway;
 pub mod kube;
 pub mod merge;
 pub mod metrics;
+pub mod publish;
 #[cfg(test)]
 mod reference_tests;
 pub mod references;
