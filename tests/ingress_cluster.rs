@@ -9,7 +9,7 @@
 //!   through `KUBERNETES_SERVICE_HOST/PORT`, verifies it against the service
 //!   account's `ca.crt` and authenticates with the `token` file, which it
 //!   never logs; with the wrong CA it names the problem and serves nothing
-//!   from the cluster.
+//!   from the cluster, and with a token the server refuses (401) neither.
 //!
 //! Needs root.
 use std::time::Duration;
@@ -239,8 +239,32 @@ fn in_cluster_the_daemon_verifies_the_ca_and_authenticates_with_the_token_file()
         reply.map(|r| (r.status, r.text()))
     );
 
-    // The right CA: the watch lists with the token, and the route is served.
+    // The right CA and a token the API server does not know: refused
+    // (401), so the stand-in's check is real; still nothing served.
     std::fs::copy(&proxy.pki.ca_file, &ca_file).expect("right ca.crt");
+    let stale = "eyJhbGciOi.revoked-service-account-token.YmFy";
+    std::fs::write(account.join("token"), stale).expect("stale token");
+    proxy.start_unready(&setup);
+    wait_for(
+        "the daemon to report the refused token",
+        Duration::from_secs(10),
+        || proxy.daemon().log(),
+        |log| log.contains("Unauthorized"),
+    );
+    assert!(api.unauthorized() > 0);
+    let reply = proxy.send(&call.clone().timeout(Duration::from_secs(2)));
+    assert!(no_route(&reply), "nothing served without a valid token");
+    assert!(
+        !proxy
+            .daemon()
+            .log()
+            .contains("revoked-service-account-token"),
+        "the token reached the log"
+    );
+
+    // The right token: the watch lists with it, and the route is served.
+    std::fs::write(account.join("token"), token).expect("token");
+    let refused_before = api.unauthorized();
     proxy.start(&setup);
     time_until(
         &proxy,
@@ -253,7 +277,7 @@ fn in_cluster_the_daemon_verifies_the_ca_and_authenticates_with_the_token_file()
     assert!(lists >= 1, "the Ingresses were listed");
     assert_eq!(
         api.unauthorized(),
-        0,
+        refused_before,
         "every request carried the service account's bearer token"
     );
     let log = proxy.daemon().log();
