@@ -20,6 +20,7 @@ use k8s_openapi::api::{
     networking::v1::{Ingress, IngressClass},
 };
 
+pub mod api_client;
 pub mod backends;
 pub mod files;
 pub mod gateway;

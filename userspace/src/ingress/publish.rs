@@ -28,11 +28,7 @@ use kube::{
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use super::{
-    kube::{retried, KubeState},
-    translate::is_ours,
-    ObjectKey, Objects,
-};
+use super::{api_client::retried, kube::KubeState, translate::is_ours, ObjectKey, Objects};
 use crate::proxy::PublishStatus;
 
 /// What a Node contributes: its labels, whether it is Ready, its addresses
