@@ -152,11 +152,11 @@ pub async fn publish_loop(
         .boxed(),
         _ => futures_util::stream::pending().boxed(),
     };
-    let mut node_facts: BTreeMap<String, NodeFacts> = BTreeMap::new();
-    let mut listing: Option<BTreeMap<String, NodeFacts>> = None;
-    let mut nodes_listed = false;
-    let mut node_error = false;
-    let mut written: BTreeMap<ObjectKey, Value> = BTreeMap::new();
+    let mut known = KnownNodes::default();
+    let mut writer = StatusWriter {
+        client,
+        written: BTreeMap::new(),
+    };
     let mut retry = tokio::time::interval(std::time::Duration::from_secs(10));
     loop {
         let addresses = match &publish {
@@ -165,7 +165,9 @@ pub async fn publish_loop(
             PublishStatus::Nodes {
                 selector,
                 address_types,
-            } => nodes_listed.then(|| node_addresses(&node_facts, selector, address_types)),
+            } => known
+                .listed
+                .then(|| node_addresses(&known.facts, selector, address_types)),
         };
         let objects = {
             let current = state.borrow_and_update();
@@ -174,82 +176,108 @@ pub async fn publish_loop(
         // Nothing to publish yet (or no Node matches): leave the statuses
         // as they are rather than blank every Ingress.
         if let (Some(objects), Some(addresses)) = (objects, addresses.filter(|a| !a.is_empty())) {
-            let entries = load_balancer_entries(&addresses);
-            for (key, patch) in patches(&objects, &class, &entries) {
-                if written.get(&key) == Some(&patch) {
-                    continue;
-                }
-                let api = Api::<Ingress>::namespaced(client.clone(), &key.0);
-                match api
-                    .patch_status(&key.1, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                {
-                    Ok(_) => {
-                        tracing::info!(
-                            "published {} in the status of Ingress {}/{}",
-                            addresses.join(", "),
-                            key.0,
-                            key.1
-                        );
-                        written.insert(key, patch);
-                    }
-                    Err(e) => {
-                        written.remove(&key);
-                        tracing::warn!(
-                            "cannot write the status of Ingress {}/{}: {e}; trying again",
-                            key.0,
-                            key.1
-                        );
-                    }
-                }
-            }
+            writer.publish(&objects, &class, &addresses).await;
         }
         tokio::select! {
             changed = state.changed() => if changed.is_err() { return },
             event = nodes.next() => match event {
-                Some(Ok(event)) => {
-                    node_error &= matches!(event, watcher::Event::Init);
-                    follow_nodes(event, &mut node_facts, &mut listing, &mut nodes_listed);
-                }
-                Some(Err(e)) => {
-                    if !node_error {
-                        tracing::warn!(
-                            "the Node watch for publish_status failed and is retried: {e}; \
-                             no Ingress status is written until it works"
-                        );
-                    }
-                    node_error = true;
-                }
+                Some(event) => known.follow(event),
                 None => return,
             },
-            _ = retry.tick() => written.clear(),
+            _ = retry.tick() => writer.written.clear(),
         }
     }
 }
 
-fn follow_nodes(
-    event: watcher::Event<Node>,
-    facts: &mut BTreeMap<String, NodeFacts>,
-    listing: &mut Option<BTreeMap<String, NodeFacts>>,
-    listed: &mut bool,
-) {
-    let name = |node: &Node| node.metadata.name.clone().unwrap_or_default();
-    match event {
-        watcher::Event::Init => *listing = Some(BTreeMap::new()),
-        watcher::Event::InitApply(node) => {
-            if let Some(listing) = listing.as_mut() {
-                listing.insert(name(&node), NodeFacts::of(&node));
+/// Writes the statuses, remembering what it wrote so that a write the
+/// watch has not reported back yet is not repeated (until the retry tick
+/// forgets it).
+struct StatusWriter {
+    client: Client,
+    written: BTreeMap<ObjectKey, Value>,
+}
+
+impl StatusWriter {
+    async fn publish(&mut self, objects: &Objects, class: &str, addresses: &[String]) {
+        let entries = load_balancer_entries(addresses);
+        for (key, patch) in patches(objects, class, &entries) {
+            if self.written.get(&key) == Some(&patch) {
+                continue;
+            }
+            let api = Api::<Ingress>::namespaced(self.client.clone(), &key.0);
+            match api
+                .patch_status(&key.1, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(
+                        "published {} in the status of Ingress {}/{}",
+                        addresses.join(", "),
+                        key.0,
+                        key.1
+                    );
+                    self.written.insert(key, patch);
+                }
+                Err(e) => {
+                    self.written.remove(&key);
+                    tracing::warn!(
+                        "cannot write the status of Ingress {}/{}: {e}; trying again",
+                        key.0,
+                        key.1
+                    );
+                }
             }
         }
-        watcher::Event::InitDone => {
-            *facts = listing.take().unwrap_or_default();
-            *listed = true;
-        }
-        watcher::Event::Apply(node) => {
-            facts.insert(name(&node), NodeFacts::of(&node));
-        }
-        watcher::Event::Delete(node) => {
-            facts.remove(&name(&node));
+    }
+}
+
+/// The Nodes as the watch delivered them.
+#[derive(Default)]
+struct KnownNodes {
+    facts: BTreeMap<String, NodeFacts>,
+    /// A list in progress.
+    listing: Option<BTreeMap<String, NodeFacts>>,
+    /// Listed at least once: until then nothing is published.
+    listed: bool,
+    /// The watch is failing (logged once per failure).
+    failing: bool,
+}
+
+impl KnownNodes {
+    fn follow(&mut self, event: Result<watcher::Event<Node>, watcher::Error>) {
+        let name = |node: &Node| node.metadata.name.clone().unwrap_or_default();
+        let event = match event {
+            Ok(event) => event,
+            Err(e) => {
+                if !self.failing {
+                    tracing::warn!(
+                        "the Node watch for publish_status failed and is retried: {e}; \
+                         no Ingress status is written until it works"
+                    );
+                }
+                self.failing = true;
+                return;
+            }
+        };
+        // `Init` comes before the list request: no sign that it works.
+        self.failing &= matches!(event, watcher::Event::Init);
+        match event {
+            watcher::Event::Init => self.listing = Some(BTreeMap::new()),
+            watcher::Event::InitApply(node) => {
+                if let Some(listing) = self.listing.as_mut() {
+                    listing.insert(name(&node), NodeFacts::of(&node));
+                }
+            }
+            watcher::Event::InitDone => {
+                self.facts = self.listing.take().unwrap_or_default();
+                self.listed = true;
+            }
+            watcher::Event::Apply(node) => {
+                self.facts.insert(name(&node), NodeFacts::of(&node));
+            }
+            watcher::Event::Delete(node) => {
+                self.facts.remove(&name(&node));
+            }
         }
     }
 }
