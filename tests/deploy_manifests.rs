@@ -288,6 +288,7 @@ fn the_base_the_k3s_overlay_and_the_servicemonitor_validate_against_the_kubernet
             "ServiceAccount/xdpgate",
             "ClusterRole/xdpgate",
             "ClusterRoleBinding/xdpgate",
+            "IngressClass/xdpgate",
             "ConfigMap/xdpgate-config",
             "DaemonSet/xdpgate",
             "Service/xdpgate-metrics",
@@ -305,7 +306,12 @@ fn the_base_the_k3s_overlay_and_the_servicemonitor_validate_against_the_kubernet
                 "{dir}: {} ships a Secret; secrets are created by the operator, not committed",
                 kind_name(doc)
             );
-            let cluster_scoped = ["Namespace", "ClusterRole", "ClusterRoleBinding"];
+            let cluster_scoped = [
+                "Namespace",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "IngressClass",
+            ];
             if !cluster_scoped.contains(&doc["kind"].as_str().unwrap_or_default()) {
                 assert_eq!(
                     doc["metadata"]["namespace"],
@@ -316,6 +322,15 @@ fn the_base_the_k3s_overlay_and_the_servicemonitor_validate_against_the_kubernet
             }
         }
     }
+
+    // The IngressClass names the controller the daemon answers for.
+    let base = rendered(&tools, "base");
+    let class = find(&base, "IngressClass", "xdpgate");
+    assert_eq!(
+        class["spec"]["controller"],
+        xdpgate::ingress::translate::CONTROLLER,
+        "the shipped IngressClass must be one the daemon takes as its own"
+    );
 
     // The ServiceMonitor's CRD is no core schema: it is validated apart,
     // with only its own kind allowed to be unknown, and checked by hand.
@@ -775,8 +790,8 @@ fn rbac_is_read_only_and_limited_to_what_an_ingress_watch_needs() {
     let mut granted = BTreeSet::new();
     for rule in role["rules"].as_array().expect("rules") {
         let verbs: BTreeSet<&str> = strings(&rule["verbs"]).into_iter().collect();
-        // Reads, except the Gateway API's status subresources, which
-        // xdpgate writes (and nothing else).
+        // Reads, except the status subresources of Ingresses and of the
+        // Gateway API's objects, which xdpgate writes (and nothing else).
         let status_only = strings(&rule["resources"])
             .iter()
             .all(|r| r.ends_with("/status"));
@@ -796,6 +811,8 @@ fn rbac_is_read_only_and_limited_to_what_an_ingress_watch_needs() {
     let expected: BTreeSet<String> = [
         "networking.k8s.io/ingresses",
         "networking.k8s.io/ingressclasses",
+        "networking.k8s.io/ingresses/status",
+        "/nodes",
         "/secrets",
         "discovery.k8s.io/endpointslices",
         "traefik.io/middlewares",

@@ -10,7 +10,9 @@
 //! ours) and the TLS Secret. A Cloudflare address (173.245.48.1) is given
 //! to the client namespace so the allow list has someone to admit. Then a
 //! Middleware with a field xdpgate cannot honour is added: it is reported
-//! on its own (status, metric) and everything keeps working. Needs root.
+//! on its own (status, metric) and everything keeps working. Apart from
+//! the reference objects, a `stripPrefix` Middleware strips plain text as
+//! Traefik does (`/api` turns `/apiv2/x` into `/v2/x`). Needs root.
 use std::{net::IpAddr, path::Path, time::Duration};
 
 use serde::Deserialize as _;
@@ -321,4 +323,82 @@ fn the_reference_traefik_objects_act_through_the_watch() {
         api.put(object);
     }
     a_bad_middleware_is_contained(&proxy);
+}
+
+/// A Traefik stripPrefix Middleware, unchanged, on an Ingress for `/`.
+const STRIP_PREFIX: &str = "\
+apiVersion: traefik.io/v1alpha1
+kind: Middleware
+metadata: { name: strip-api, namespace: honeydue }
+spec:
+  stripPrefix:
+    prefixes: [/api]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: stripped
+  namespace: honeydue
+  annotations:
+    traefik.ingress.kubernetes.io/router.middlewares: honeydue-strip-api@kubernetescrd
+spec:
+  ingressClassName: xdpgate
+  rules:
+    - host: strip.example.com
+      http:
+        paths:
+          - path: /
+            pathType: Prefix
+            backend: { service: { name: api, port: { number: 8000 } } }
+";
+
+#[test]
+fn a_traefik_strip_prefix_strips_plain_text_as_traefik_does() {
+    let test = "a_traefik_strip_prefix_strips_plain_text_as_traefik_does";
+    if !lab_ready(test, &[]) {
+        return;
+    }
+    let (mut proxy, _backends) = lab("tsp");
+    let dir = proxy.work.path("ingress.d");
+    std::fs::create_dir_all(&dir).expect("create ingress.d");
+    std::fs::write(dir.join("strip.yaml"), STRIP_PREFIX).expect("strip.yaml");
+    let rest = format!(
+        "  ingress:\n    files: {}\n    poll_interval: 200ms\n",
+        dir.display()
+    );
+    proxy.start_with_hosts(
+        &ProxySetup {
+            rest,
+            ..ProxySetup::default()
+        },
+        HOSTS,
+    );
+    let member = members()[0];
+    // As Traefik's stripprefix: the prefix is cut as text, and a `/` put
+    // back in front of what is left.
+    for (sent, seen, prefix) in [
+        ("/apiv2/x?q=1", "/v2/x", Some("/api")),
+        ("/api/users", "/users", Some("/api")),
+        ("/api", "/", Some("/api")),
+        ("/other", "/other", None),
+    ] {
+        let call = Call::plain(member).host("strip.example.com").path(sent);
+        let reply = wait_for(
+            &format!("{sent} through the stripPrefix"),
+            Duration::from_secs(5),
+            || proxy.send(&call).ok(),
+            |r| r.as_ref().is_some_and(|r| r.status == 200),
+        )
+        .expect("a reply");
+        let echoed = reply.json();
+        assert_eq!(echoed["path"], seen, "{sent}");
+        if sent.contains('?') {
+            assert_eq!(echoed["query"], "q=1", "the query stays");
+        }
+        assert_eq!(
+            reply.upstream_header("x-forwarded-prefix").as_deref(),
+            prefix,
+            "{sent}"
+        );
+    }
 }

@@ -167,6 +167,18 @@ impl Daemon {
     /// Starts the daemon with `config` and the workdir's pin and state
     /// directories. `name` tells its log file from another instance's.
     pub fn start(lab: &Lab, work: &Workdir, config: &Path, name: &str) -> Daemon {
+        Daemon::start_with_env(lab, work, config, name, &[])
+    }
+
+    /// As [`Daemon::start`], with `env` added to the daemon's environment
+    /// (the in-cluster discovery variables `KUBERNETES_SERVICE_HOST/PORT`).
+    pub fn start_with_env(
+        lab: &Lab,
+        work: &Workdir,
+        config: &Path,
+        name: &str,
+        env: &[(String, String)],
+    ) -> Daemon {
         let log = work.path(&format!("{name}.log"));
         let out = File::create(&log).expect("daemon log file");
         let err = out.try_clone().expect("daemon log file");
@@ -185,6 +197,7 @@ impl Daemon {
             .arg(&work.state_dir)
             .arg("--admin-listen")
             .arg(format!("127.0.0.1:{ADMIN_PORT}"))
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

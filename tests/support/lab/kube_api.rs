@@ -9,6 +9,10 @@
 //! Status, as a real API server does when the resource version is too old),
 //! which forces the client to list again.
 //!
+//! With [`KubeApi::start_tls`] it serves HTTPS with a test CA's certificate
+//! and refuses (401) every request without the expected service-account
+//! bearer token, as the in-cluster client meets a real API server.
+//!
 //! It also serves the Gateway API's kinds (GatewayClass, Gateway, HTTPRoute,
 //! ReferenceGrant) and takes merge patches of their `status` subresource,
 //! which it reports to watchers as a change, as a real API server does.
@@ -27,6 +31,7 @@ use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt as _, Full, StreamBody};
 use hyper::{body::Frame, server::conn::http1, service::service_fn, Request, Response};
 use hyper_util::rt::TokioIo;
+use rustls_pki_types::pem::PemObject as _;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
@@ -38,6 +43,7 @@ pub const KINDS: &[(&str, &str, &str)] = &[
     ("Secret", "v1", "secrets"),
     ("EndpointSlice", "discovery.k8s.io/v1", "endpointslices"),
     ("IngressClass", "networking.k8s.io/v1", "ingressclasses"),
+    ("Node", "v1", "nodes"),
     ("Middleware", "traefik.io/v1alpha1", "middlewares"),
     ("Middleware", "traefik.containo.us/v1alpha1", "middlewares"),
     (
@@ -91,6 +97,18 @@ struct Shared {
     gone_next: AtomicBool,
     lists: Vec<AtomicU64>,
     watches: Vec<AtomicU64>,
+    /// The bearer token every request must carry (`None`: no check).
+    token: Option<String>,
+    /// Requests refused for a missing or wrong token.
+    unauthorized: AtomicU64,
+}
+
+/// How the stand-in serves over TLS: its certificate and key (PEM) and the
+/// service-account token it accepts.
+pub struct KubeTls<'a> {
+    pub cert_pem: &'a str,
+    pub key_pem: &'a str,
+    pub token: &'a str,
 }
 
 pub struct KubeApi {
@@ -117,6 +135,33 @@ fn key_of(object: &Value) -> (String, String) {
 
 impl KubeApi {
     pub fn start(server_ns: &str, port: u16) -> KubeApi {
+        Self::start_with(server_ns, port, None)
+    }
+
+    /// Serves HTTPS with `tls`'s certificate, as a real API server does, and
+    /// answers `401 Unauthorized` to every request without
+    /// `Authorization: Bearer <tls.token>`.
+    pub fn start_tls(server_ns: &str, port: u16, tls: &KubeTls) -> KubeApi {
+        Self::start_with(server_ns, port, Some(tls))
+    }
+
+    fn start_with(server_ns: &str, port: u16, tls: Option<&KubeTls>) -> KubeApi {
+        let acceptor = tls.map(|tls| {
+            let chain = rustls_pki_types::CertificateDer::pem_slice_iter(tls.cert_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .expect("the stand-in's certificate PEM");
+            let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(tls.key_pem.as_bytes())
+                .expect("the stand-in's key PEM");
+            let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("the stand-in's certificate and key");
+            tokio_rustls::TlsAcceptor::from(Arc::new(config))
+        });
         let listener = in_netns(server_ns, || {
             std::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
                 .unwrap_or_else(|e| panic!("bind the stand-in API on 127.0.0.1:{port}: {e}"))
@@ -132,8 +177,10 @@ impl KubeApi {
             gone_next: AtomicBool::new(false),
             lists: KINDS.iter().map(|_| AtomicU64::new(0)).collect(),
             watches: KINDS.iter().map(|_| AtomicU64::new(0)).collect(),
+            token: tls.map(|t| t.token.to_string()),
+            unauthorized: AtomicU64::new(0),
         });
-        runtime.spawn(serve(listener, shared.clone()));
+        runtime.spawn(serve(listener, shared.clone(), acceptor));
         KubeApi {
             port,
             shared,
@@ -226,6 +273,11 @@ impl KubeApi {
             .count() as u64
     }
 
+    /// Requests refused for a missing or wrong bearer token.
+    pub fn unauthorized(&self) -> u64 {
+        self.shared.unauthorized.load(Ordering::SeqCst)
+    }
+
     /// `(lists, watches)` served for Ingresses so far.
     pub fn ingress_requests(&self) -> (u64, u64) {
         (
@@ -245,12 +297,17 @@ impl Drop for KubeApi {
 
 type Body = BoxBody<Bytes, Infallible>;
 
-async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
         };
         let shared = shared.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                 let shared = shared.clone();
@@ -262,14 +319,49 @@ async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
                         .map(|b| b.to_bytes())
                         .unwrap_or_default();
                     let request = Request::from_parts(parts, body);
+                    if !authorized(&shared, &request) {
+                        shared.unauthorized.fetch_add(1, Ordering::SeqCst);
+                        return Ok::<_, Infallible>(json_response(
+                            401,
+                            &json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                     "reason": "Unauthorized", "code": 401,
+                                     "message": "Unauthorized" }),
+                        ));
+                    }
                     Ok::<_, Infallible>(answer(&shared, &request))
                 }
             });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
+            match tls {
+                Some(tls) => {
+                    // A client that refuses our certificate ends here.
+                    let Ok(stream) = tls.accept(tcp).await else {
+                        return;
+                    };
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                }
+                None => {
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                }
+            }
         });
     }
+}
+
+/// With a token configured, the request must carry exactly that bearer.
+fn authorized(shared: &Shared, request: &Request<Bytes>) -> bool {
+    let Some(token) = &shared.token else {
+        return true;
+    };
+    request
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        == Some(token.as_str())
 }
 
 fn json_response(status: u16, body: &Value) -> Response<Body> {

@@ -168,13 +168,8 @@ impl ProxyLab {
     /// Writes the config and starts the daemon; returns once it is ready
     /// and both entrypoints accept connections.
     pub fn start(&mut self, setup: &ProxySetup) {
-        self.write_config(setup);
-        self.daemon = Some(Daemon::start_ready(
-            &self.lab,
-            &self.work,
-            &self.config,
-            "daemon",
-        ));
+        self.start_unready(setup);
+        self.daemon().wait_ready(Duration::from_secs(10));
         self.wait_for_entrypoints();
     }
 
@@ -204,7 +199,13 @@ impl ProxyLab {
     pub fn start_unready(&mut self, setup: &ProxySetup) {
         self.daemon = None;
         self.write_config(setup);
-        self.daemon = Some(Daemon::start(&self.lab, &self.work, &self.config, "daemon"));
+        self.daemon = Some(Daemon::start_with_env(
+            &self.lab,
+            &self.work,
+            &self.config,
+            "daemon",
+            &setup.env,
+        ));
     }
 
     /// As [`ProxyLab::start`], with the daemon seeing `hosts` as its
@@ -267,6 +268,9 @@ pub struct ProxySetup {
     /// Lines of the `proxy` section after the entrypoints (`routes:`,
     /// `services:`, `drain:`...), indented by two spaces.
     pub rest: String,
+    /// Added to the daemon's environment (never a secret: the in-cluster
+    /// discovery variables).
+    pub env: Vec<(String, String)>,
 }
 
 /// The whole config: the filter binds TCP 22 for `members`

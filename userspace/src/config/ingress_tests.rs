@@ -7,7 +7,7 @@ use super::{
     tests::{assert_at, dedent, ORIGIN},
     ConfigError,
 };
-use crate::proxy::{IngressConfig, KubernetesConfig};
+use crate::proxy::{IngressConfig, KubernetesConfig, PublishStatus};
 
 const REST: &str = "\
 filter:
@@ -72,6 +72,7 @@ fn a_full_ingress_section_and_its_defaults() {
             kubeconfig: Some("/etc/xdpgate/kubeconfig".into()),
             namespaces: vec!["honeydue".into()],
             resync: Duration::from_secs(60),
+            ..KubernetesConfig::default()
         })
     );
     assert!(!c.allow_cross_namespace, "off unless asked, as in Traefik");
@@ -121,4 +122,77 @@ fn ingress_mistakes_point_at_their_line_and_key() {
     );
     let e = refused("files: /x\nclas: a");
     assert_at(&e, 8, "proxy.ingress.clas", "did you mean `class`");
+}
+
+#[test]
+fn publish_status_defaults_to_the_nodes_and_takes_a_list_or_off() {
+    let kube = |ingress: &str| read(ingress).kubernetes.unwrap();
+    let c = kube("kubernetes: {}");
+    assert_eq!(
+        c.publish_status,
+        PublishStatus::Nodes {
+            selector: Default::default(),
+            address_types: vec!["ExternalIP".into(), "InternalIP".into()],
+        },
+        "a hostNetwork DaemonSet is reached on its nodes' addresses"
+    );
+    assert_eq!(
+        c.service_account_dir,
+        Path::new("/var/run/secrets/kubernetes.io/serviceaccount")
+    );
+    assert_eq!(
+        kube("kubernetes: { publish_status: off }").publish_status,
+        PublishStatus::Off
+    );
+    assert_eq!(
+        kube("kubernetes: { publish_status: { addresses: [203.0.113.10, lb.example.com] } }")
+            .publish_status,
+        PublishStatus::Addresses(vec!["203.0.113.10".into(), "lb.example.com".into()])
+    );
+    let c = kube(
+        "kubernetes:\n  publish_status:\n    nodes: { selector: { xdpgate.io/edge: \"true\" }, address_types: [InternalIP] }",
+    );
+    assert_eq!(
+        c.publish_status,
+        PublishStatus::Nodes {
+            selector: [("xdpgate.io/edge".to_string(), "true".to_string())].into(),
+            address_types: vec!["InternalIP".into()],
+        }
+    );
+    assert_eq!(
+        kube("kubernetes: { service_account_dir: /run/sa }").service_account_dir,
+        Path::new("/run/sa")
+    );
+}
+
+#[test]
+fn publish_status_mistakes_name_the_key() {
+    let e = refused("kubernetes: { publish_status: { addresses: [\"not an address\"] } }");
+    assert_at(
+        &e,
+        7,
+        "proxy.ingress.kubernetes.publish_status.addresses[0]",
+        "neither an IP address nor a host name",
+    );
+    let e = refused("kubernetes: { publish_status: { nodes: { address_types: [ExternalIp] } } }");
+    assert_at(
+        &e,
+        7,
+        "proxy.ingress.kubernetes.publish_status.nodes.address_types[0]",
+        "did you mean `ExternalIP`",
+    );
+    let e = refused("kubernetes: { publish_status: always }");
+    assert_at(
+        &e,
+        7,
+        "proxy.ingress.kubernetes.publish_status",
+        "not a publish_status",
+    );
+    let e = refused("kubernetes: { kubeconfig: /k, service_account_dir: /sa }");
+    assert_at(
+        &e,
+        7,
+        "proxy.ingress.kubernetes.service_account_dir",
+        "one or the other",
+    );
 }

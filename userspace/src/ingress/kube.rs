@@ -1,7 +1,8 @@
 //! The Kubernetes source: Ingresses, TLS Secrets and (when asked for)
 //! EndpointSlices, listed and then watched through the API server with
 //! kube-runtime's watcher. The watcher relists on its own when a watch ends
-//! or the server answers `410 Gone`, and its backoff spaces out reconnects;
+//! or the server answers `410 Gone`, and its backoff
+//! ([`super::api_client`]) spaces out reconnects;
 //! on top of that every `resync` the watches are started afresh, so a missed
 //! event cannot last. Objects are only handed on once every watch has listed
 //! once, so a half-listed cluster (Ingresses without their Secrets) is never
@@ -20,20 +21,21 @@ use k8s_openapi::api::{
 };
 use kube::{
     api::{ApiResource, DynamicObject, GroupVersionKind},
-    config::{KubeConfigOptions, Kubeconfig},
-    runtime::{utils::Backoff, watcher, WatchStreamExt as _},
+    runtime::watcher,
     Api, Client,
 };
 use tokio::sync::watch;
 
 use super::{
+    api_client::{ca_source, client, retried, watch_failure},
     gateway::{self, Gateway, GatewayClass, HttpRoute, ReferenceGrant},
     key_of,
     metrics::IngressMetrics,
+    publish,
     traefik::{TraefikMiddleware, API_VERSIONS},
     ObjectKey, Objects,
 };
-use crate::proxy::{IngressConfig, KubernetesConfig};
+use crate::proxy::{IngressConfig, KubernetesConfig, PublishStatus};
 
 /// What the Kubernetes source holds now.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -49,10 +51,13 @@ pub struct KubeState {
 /// Starts the watches; the task ends when the receiver is dropped. With
 /// `gateway` (the whole Ingress section, when `gateway_api` is on) the
 /// Gateway API kinds are watched too and their status is written back.
+/// The addresses `config.publish_status` names are written into the
+/// Ingresses of `class`.
 pub fn spawn(
     config: KubernetesConfig,
     endpoint_slices: bool,
     gateway: Option<IngressConfig>,
+    class: String,
     metrics: Arc<IngressMetrics>,
 ) -> (watch::Receiver<KubeState>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(KubeState::default());
@@ -81,6 +86,15 @@ pub fn spawn(
             ));
             AbortOnDrop(task)
         });
+        // Ingress status: likewise.
+        let _publisher = (config.publish_status != PublishStatus::Off).then(|| {
+            AbortOnDrop(tokio::spawn(publish::publish_loop(
+                client.clone(),
+                tx.subscribe(),
+                class,
+                config.publish_status.clone(),
+            )))
+        });
         loop {
             tokio::select! {
                 _ = watches.run(&client, &tx, &metrics) => {}
@@ -90,18 +104,6 @@ pub fn spawn(
         }
     });
     (rx, task)
-}
-
-async fn client(config: &KubernetesConfig) -> anyhow::Result<Client> {
-    let kube_config = match &config.kubeconfig {
-        Some(path) => {
-            let file = Kubeconfig::read_from(path)
-                .map_err(|e| anyhow::anyhow!("kubeconfig {}: {e}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await?
-        }
-        None => kube::Config::incluster()?,
-    };
-    Ok(Client::try_from(kube_config)?)
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -143,6 +145,27 @@ enum Change {
     ReferenceGrant(watcher::Event<ReferenceGrant>),
 }
 
+impl Change {
+    /// The watcher's announcement that it is about to list; it comes before
+    /// the list request, so it says nothing about whether the watch works.
+    fn is_init(&self) -> bool {
+        use watcher::Event::Init;
+        matches!(
+            self,
+            Change::Ingress(Init)
+                | Change::Secret(Init)
+                | Change::AuthSecret(Init)
+                | Change::Slice(Init)
+                | Change::Middleware(_, Init)
+                | Change::IngressClass(Init)
+                | Change::GatewayClass(Init)
+                | Change::Gateway(Init)
+                | Change::HttpRoute(Init)
+                | Change::ReferenceGrant(Init)
+        )
+    }
+}
+
 type Changes = Pin<Box<dyn Stream<Item = (usize, Result<Change, watcher::Error>)> + Send>>;
 
 struct Watches {
@@ -153,6 +176,8 @@ struct Watches {
     /// scopes.
     cluster_kinds: Vec<Kind>,
     resync: std::time::Duration,
+    /// Named when the API server's certificate is refused.
+    ca_source: String,
 }
 
 /// A watch's objects while it lists, and whether it has listed.
@@ -188,6 +213,7 @@ impl Watches {
                 Vec::new()
             },
             resync: config.resync,
+            ca_source: ca_source(config),
         }
     }
 
@@ -255,8 +281,9 @@ impl Watches {
                 }
                 Err(e) => {
                     metrics.watch_reconnects.inc();
+                    let cause = watch_failure(&e, &self.ca_source);
                     let message = format!(
-                        "the {kind:?} watch{} failed and is retried: {e}",
+                        "the {kind:?} watch{} failed and is retried: {cause}",
                         scope
                             .as_ref()
                             .map(|s| format!(" in {s}"))
@@ -267,7 +294,7 @@ impl Watches {
                     true
                 }
                 Ok(change) => {
-                    let cleared = state.error.take().is_some();
+                    let cleared = !change.is_init() && state.error.take().is_some();
                     apply(change, state, &mut objects, scope.as_deref(), metrics) || cleared
                 }
             };
@@ -300,34 +327,29 @@ fn stream(client: &Client, kind: Kind, namespace: Option<&str>, id: usize) -> Ch
     }
     let config = watcher::Config::default();
     match kind {
-        Kind::Ingress => watcher(api::<Ingress>(client, namespace), config)
-            .backoff(WatchBackoff::default())
+        Kind::Ingress => retried(watcher(api::<Ingress>(client, namespace), config))
             .map(move |e| (id, e.map(Change::Ingress)))
             .boxed(),
         // Only TLS Secrets here: the proxy has no business seeing most
         // others.
-        Kind::Secret => watcher(
+        Kind::Secret => retried(watcher(
             api::<Secret>(client, namespace),
             config.fields("type=kubernetes.io/tls"),
-        )
-        .backoff(WatchBackoff::default())
+        ))
         .map(move |e| (id, e.map(Change::Secret)))
         .boxed(),
         // basicAuth users: only the kinds of Secret Traefik reads them from
         // are kept (see `auth_secret`).
-        Kind::AuthSecret => watcher(
+        Kind::AuthSecret => retried(watcher(
             api::<Secret>(client, namespace),
             config.fields("type!=kubernetes.io/tls,type!=kubernetes.io/service-account-token"),
-        )
-        .backoff(WatchBackoff::default())
+        ))
         .map(move |e| (id, e.map(Change::AuthSecret)))
         .boxed(),
-        Kind::EndpointSlice => watcher(api::<EndpointSlice>(client, namespace), config)
-            .backoff(WatchBackoff::default())
+        Kind::EndpointSlice => retried(watcher(api::<EndpointSlice>(client, namespace), config))
             .map(move |e| (id, e.map(Change::Slice)))
             .boxed(),
-        Kind::IngressClass => watcher(Api::<IngressClass>::all(client.clone()), config)
-            .backoff(WatchBackoff::default())
+        Kind::IngressClass => retried(watcher(Api::<IngressClass>::all(client.clone()), config))
             .map(move |e| (id, e.map(Change::IngressClass)))
             .boxed(),
         Kind::Middleware(index) => {
@@ -342,25 +364,20 @@ fn stream(client: &Client, kind: Kind, namespace: Option<&str>, id: usize) -> Ch
                 Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
                 None => Api::all_with(client.clone(), &resource),
             };
-            watcher(api, config)
-                .backoff(WatchBackoff::default())
+            retried(watcher(api, config))
                 .map(move |e| (id, e.map(|e| Change::Middleware(index, e))))
                 .boxed()
         }
-        Kind::GatewayClass => watcher(Api::<GatewayClass>::all(client.clone()), config)
-            .backoff(WatchBackoff::default())
+        Kind::GatewayClass => retried(watcher(Api::<GatewayClass>::all(client.clone()), config))
             .map(move |e| (id, e.map(Change::GatewayClass)))
             .boxed(),
-        Kind::Gateway => watcher(api::<Gateway>(client, namespace), config)
-            .backoff(WatchBackoff::default())
+        Kind::Gateway => retried(watcher(api::<Gateway>(client, namespace), config))
             .map(move |e| (id, e.map(Change::Gateway)))
             .boxed(),
-        Kind::HttpRoute => watcher(api::<HttpRoute>(client, namespace), config)
-            .backoff(WatchBackoff::default())
+        Kind::HttpRoute => retried(watcher(api::<HttpRoute>(client, namespace), config))
             .map(move |e| (id, e.map(Change::HttpRoute)))
             .boxed(),
-        Kind::ReferenceGrant => watcher(api::<ReferenceGrant>(client, namespace), config)
-            .backoff(WatchBackoff::default())
+        Kind::ReferenceGrant => retried(watcher(api::<ReferenceGrant>(client, namespace), config))
             .map(move |e| (id, e.map(Change::ReferenceGrant)))
             .boxed(),
     }
@@ -496,59 +513,5 @@ impl Target<'_> {
                 true
             }
         }
-    }
-}
-
-/// Waits before a watch is retried after an error: 100 ms, doubling up to
-/// 30 s, back to 100 ms once the watch works again. Shorter at first than
-/// kube-runtime's default (800 ms), because the commonest error, a `410
-/// Gone`, is routine and a relist answers it; the doubling still spares a
-/// struggling API server.
-#[derive(Clone, Debug)]
-struct WatchBackoff {
-    next: std::time::Duration,
-}
-
-const FIRST_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
-const LONGEST_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
-
-impl Default for WatchBackoff {
-    fn default() -> Self {
-        WatchBackoff { next: FIRST_RETRY }
-    }
-}
-
-impl Iterator for WatchBackoff {
-    type Item = std::time::Duration;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let now = self.next;
-        self.next = (self.next * 2).min(LONGEST_RETRY);
-        Some(now)
-    }
-}
-
-impl Backoff for WatchBackoff {
-    fn reset(&mut self) {
-        self.next = FIRST_RETRY;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_watch_backoff_doubles_to_a_ceiling_and_resets() {
-        let mut backoff = WatchBackoff::default();
-        let waits: Vec<u128> = (0..11)
-            .map(|_| backoff.next().unwrap().as_millis())
-            .collect();
-        assert_eq!(
-            waits,
-            [100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000]
-        );
-        backoff.reset();
-        assert_eq!(backoff.next(), Some(FIRST_RETRY));
     }
 }

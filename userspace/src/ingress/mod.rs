@@ -20,11 +20,14 @@ use k8s_openapi::api::{
     networking::v1::{Ingress, IngressClass},
 };
 
+pub mod api_client;
+pub mod backends;
 pub mod files;
 pub mod gateway;
 pub mod kube;
 pub mod merge;
 pub mod metrics;
+pub mod publish;
 #[cfg(test)]
 mod reference_tests;
 pub mod references;

@@ -43,8 +43,13 @@ impl IngressSources {
         let (mut cluster, kube_task) = match &config.kubernetes {
             Some(k) => {
                 let gateway = config.gateway.as_ref().map(|_| config.clone());
-                let (rx, task) =
-                    kube::spawn(k.clone(), config.endpoint_slices, gateway, metrics.clone());
+                let (rx, task) = kube::spawn(
+                    k.clone(),
+                    config.endpoint_slices,
+                    gateway,
+                    config.class.clone(),
+                    metrics.clone(),
+                );
                 (Some(rx), Some(task))
             }
             None => (None, None),

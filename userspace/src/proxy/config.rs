@@ -443,6 +443,39 @@ pub struct KubernetesConfig {
     pub namespaces: Vec<String>,
     /// Every object is listed again this often, on top of the watch.
     pub resync: Duration,
+    /// Without a kubeconfig: the directory holding the service account's
+    /// `token`, `ca.crt` and `namespace` files.
+    pub service_account_dir: PathBuf,
+    /// What is written into `.status.loadBalancer.ingress` of our Ingresses.
+    pub publish_status: PublishStatus,
+}
+
+/// Where the kubelet mounts a pod's service account.
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// `proxy.ingress.kubernetes.publish_status`: the addresses published in
+/// the status of each Ingress of our class.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PublishStatus {
+    /// No status is written.
+    Off,
+    /// These IP addresses and host names, as given.
+    Addresses(Vec<String>),
+    /// The addresses of every Ready Node whose labels include `selector`:
+    /// per Node, the first of `address_types` it has.
+    Nodes {
+        selector: BTreeMap<String, String>,
+        address_types: Vec<String>,
+    },
+}
+
+impl Default for PublishStatus {
+    fn default() -> Self {
+        PublishStatus::Nodes {
+            selector: BTreeMap::new(),
+            address_types: vec!["ExternalIP".to_string(), "InternalIP".to_string()],
+        }
+    }
 }
 
 impl Default for KubernetesConfig {
@@ -451,6 +484,8 @@ impl Default for KubernetesConfig {
             kubeconfig: None,
             namespaces: Vec::new(),
             resync: Duration::from_secs(300),
+            service_account_dir: PathBuf::from(SERVICE_ACCOUNT_DIR),
+            publish_status: PublishStatus::default(),
         }
     }
 }

@@ -9,11 +9,11 @@ use std::time::Duration;
 use super::{entrypoints::Entrypoint, unknown};
 use crate::{
     config::{
-        values::{boolean, duration, file_path, valid_name},
+        values::{boolean, duration, file_path, suggest, valid_name},
         yaml::Val,
         ConfigError,
     },
-    proxy::{GatewayConfig, GatewayEntrypoint, IngressConfig, KubernetesConfig},
+    proxy::{GatewayConfig, GatewayEntrypoint, IngressConfig, KubernetesConfig, PublishStatus},
 };
 
 /// The class written in `spec.ingressClassName` when none is configured.
@@ -205,10 +205,33 @@ fn find_entrypoint<'e>(
 }
 
 fn read_kubernetes(v: Val, path: &str) -> Result<KubernetesConfig, ConfigError> {
-    let table = v.table(path, &["kubeconfig", "namespaces", "resync"])?;
+    let table = v.table(
+        path,
+        &[
+            "kubeconfig",
+            "service_account_dir",
+            "namespaces",
+            "resync",
+            "publish_status",
+        ],
+    )?;
     let mut config = KubernetesConfig::default();
     if let Some(v) = table.get("kubeconfig") {
         config.kubeconfig = Some(file_path(v, &table.key_path("kubeconfig"))?);
+    }
+    if let Some(v) = table.get("service_account_dir") {
+        let path = table.key_path("service_account_dir");
+        if config.kubeconfig.is_some() {
+            return Err(v.error(
+                &path,
+                "service_account_dir is for the in-cluster service account; with a \
+                 `kubeconfig` the credentials are the kubeconfig's (give one or the other)",
+            ));
+        }
+        config.service_account_dir = file_path(v, &path)?;
+    }
+    if let Some(v) = table.get("publish_status") {
+        config.publish_status = read_publish_status(v, &table.key_path("publish_status"))?;
     }
     if let Some(v) = table.get("namespaces") {
         for (path, item) in v.list(&table.key_path("namespaces"), "[honeydue]")? {
@@ -237,4 +260,127 @@ fn read_kubernetes(v: Val, path: &str) -> Result<KubernetesConfig, ConfigError> 
         }
     }
     Ok(config)
+}
+
+/// Node address types (`status.addresses[].type`) a Node can carry.
+const NODE_ADDRESS_TYPES: &[&str] = &[
+    "ExternalIP",
+    "InternalIP",
+    "Hostname",
+    "ExternalDNS",
+    "InternalDNS",
+];
+
+/// `publish_status: off | nodes | { addresses: [...] } | { nodes: {...} }`.
+fn read_publish_status(v: Val, path: &str) -> Result<PublishStatus, ConfigError> {
+    if let Ok(word) = v.text(path, "") {
+        return match word.trim() {
+            "off" | "false" => Ok(PublishStatus::Off),
+            "nodes" => Ok(PublishStatus::default()),
+            other => Err(v.error(
+                path,
+                format!(
+                    "`{other}` is not a publish_status: `off`, `nodes`, \
+                     `{{ addresses: [203.0.113.10, lb.example.com] }}` or \
+                     `{{ nodes: {{ selector: {{ ... }}, address_types: [ExternalIP] }} }}`"
+                ),
+            )),
+        };
+    }
+    let table = v.table(path, &["addresses", "nodes"])?;
+    match (table.get("addresses"), table.get("nodes")) {
+        (Some(_), Some(nodes)) => Err(nodes.error(
+            &table.key_path("nodes"),
+            "publish `addresses` or `nodes`, not both",
+        )),
+        (Some(list), None) => {
+            let path = table.key_path("addresses");
+            let mut addresses = Vec::new();
+            for (path, item) in list.list(&path, "[203.0.113.10, lb.example.com]")? {
+                let text = item.text(&path, "an IP address or a host name")?.trim();
+                if text.parse::<std::net::IpAddr>().is_err() && !host_name(text) {
+                    return Err(item.error(
+                        &path,
+                        format!("`{text}` is neither an IP address nor a host name"),
+                    ));
+                }
+                if addresses.iter().any(|a| a == text) {
+                    return Err(item.error(&path, format!("`{text}` is listed twice")));
+                }
+                addresses.push(text.to_string());
+            }
+            if addresses.is_empty() {
+                return Err(list.error(
+                    &path,
+                    "no address to publish: list some, or say `publish_status: off`",
+                ));
+            }
+            Ok(PublishStatus::Addresses(addresses))
+        }
+        (None, Some(nodes)) => read_publish_nodes(nodes, &table.key_path("nodes")),
+        (None, None) => Err(v.error(
+            path,
+            "say what to publish: `addresses: [...]` or `nodes: {}`",
+        )),
+    }
+}
+
+fn read_publish_nodes(v: Val, path: &str) -> Result<PublishStatus, ConfigError> {
+    let table = v.table(path, &["selector", "address_types"])?;
+    let PublishStatus::Nodes {
+        mut selector,
+        mut address_types,
+    } = PublishStatus::default()
+    else {
+        unreachable!("the default publishes the nodes")
+    };
+    if let Some(v) = table.get("selector") {
+        let path = table.key_path("selector");
+        for (label, _, value) in v.named_table(&path)?.entries() {
+            let label_path = format!("{path}.{label}");
+            let value = value.text(&label_path, "a label value")?.trim();
+            selector.insert(label.to_string(), value.to_string());
+        }
+    }
+    if let Some(v) = table.get("address_types") {
+        address_types.clear();
+        for (path, item) in v.list(&table.key_path("address_types"), "[ExternalIP, InternalIP]")? {
+            let kind = item.text(&path, "a Node address type")?.trim();
+            if !NODE_ADDRESS_TYPES.contains(&kind) {
+                return Err(item.error(
+                    &path,
+                    format!(
+                        "`{kind}` is not a Node address type{}",
+                        suggest(kind, NODE_ADDRESS_TYPES)
+                    ),
+                ));
+            }
+            if address_types.iter().any(|a| a == kind) {
+                return Err(item.error(&path, format!("`{kind}` is listed twice")));
+            }
+            address_types.push(kind.to_string());
+        }
+        if address_types.is_empty() {
+            return Err(v.error(
+                &table.key_path("address_types"),
+                "name at least one Node address type, like [ExternalIP, InternalIP]",
+            ));
+        }
+    }
+    Ok(PublishStatus::Nodes {
+        selector,
+        address_types,
+    })
+}
+
+/// A DNS name: dot-separated labels of letters, digits and `-`.
+fn host_name(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 253
+        && text.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
 }

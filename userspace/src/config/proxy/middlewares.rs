@@ -20,7 +20,7 @@ use crate::{
     policy::parse_net,
     proxy::{
         AddPrefixConfig, BasicAuthConfig, BodyLimitConfig, ClientSource, CompressConfig,
-        HeadersConfig, HstsConfig, IpAllowConfig, MiddlewareConfig, RateLimitConfig,
+        HeadersConfig, HstsConfig, IpAllowConfig, MiddlewareConfig, PrefixMatch, RateLimitConfig,
         RedirectSchemeConfig, SecurityHeadersConfig, StripPrefixConfig,
     },
     sets::SetSpec,
@@ -530,7 +530,10 @@ fn read_strip_prefix(v: Val, path: &str) -> Result<StripPrefixConfig, ConfigErro
     if prefixes.is_empty() {
         return Err(v.error(path, "strip_prefix needs `prefixes`, e.g. `[/api]`"));
     }
-    Ok(StripPrefixConfig { prefixes })
+    Ok(StripPrefixConfig {
+        prefixes,
+        matching: PrefixMatch::Segments,
+    })
 }
 
 fn read_add_prefix(v: Val, path: &str) -> Result<AddPrefixConfig, ConfigError> {

@@ -31,6 +31,8 @@ pub struct ServedListener {
     /// The entrypoint its routes go on; `None`: not served.
     pub entrypoint: Option<String>,
     pub port: u16,
+    /// As written: `HTTP`, `HTTPS`, ...
+    pub protocol: String,
     pub hostname: Option<String>,
     pub from: From,
     /// It takes HTTPRoutes (its `allowedRoutes.kinds` allow them).
@@ -58,17 +60,92 @@ pub fn resolve(
     config: &GatewayConfig,
     check_pair: &CheckPair,
 ) -> ServedGateway {
-    let listeners = gateway
+    let mut listeners: Vec<ServedListener> = gateway
         .spec
         .listeners
         .iter()
         .enumerate()
         .map(|(i, listener)| resolve_listener(key, i, listener, objects, config, check_pair))
         .collect();
+    mark_conflicts(&mut listeners);
     ServedGateway {
         key: key.clone(),
         generation: gateway.metadata.generation,
         listeners,
+    }
+}
+
+/// Listeners of one Gateway must be distinct. Two on the same port with
+/// different protocols (`ProtocolConflict`), or with the same protocol and
+/// hostname (`HostnameConflict`; no hostname counts as one), are
+/// `Conflicted`: neither is served, since a request on that port could not
+/// tell whose routes apply, and both say so (`Accepted: False`). Every
+/// other listener gets `Conflicted: False`.
+fn mark_conflicts(listeners: &mut [ServedListener]) {
+    let conflicts: Vec<Option<(&'static str, String)>> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            listeners.iter().enumerate().find_map(|(j, b)| {
+                if i == j || a.port != b.port {
+                    return None;
+                }
+                if !a.protocol.eq_ignore_ascii_case(&b.protocol) {
+                    return Some((
+                        "ProtocolConflict",
+                        format!(
+                            "listener `{}` uses port {} with protocol {}",
+                            b.name, b.port, b.protocol
+                        ),
+                    ));
+                }
+                let same_host = match (&a.hostname, &b.hostname) {
+                    (Some(x), Some(y)) => x.eq_ignore_ascii_case(y),
+                    (None, None) => true,
+                    _ => false,
+                };
+                same_host.then(|| {
+                    (
+                        "HostnameConflict",
+                        format!(
+                            "listener `{}` has the same port {} and {}",
+                            b.name,
+                            b.port,
+                            a.hostname
+                                .as_deref()
+                                .map_or("no hostname".to_string(), |h| format!("hostname {h}"))
+                        ),
+                    )
+                })
+            })
+        })
+        .collect();
+    for (listener, conflict) in listeners.iter_mut().zip(conflicts) {
+        match conflict {
+            Some((reason, message)) => {
+                listener.entrypoint = None;
+                listener.certs.clear();
+                listener.conditions.retain(|c| c.kind != "Accepted");
+                listener.conditions.insert(
+                    0,
+                    Condition::new(
+                        "Accepted",
+                        false,
+                        "PortUnavailable",
+                        format!("not served: {message}"),
+                    ),
+                );
+                listener
+                    .conditions
+                    .push(Condition::new("Conflicted", true, reason, message));
+            }
+            None => listener.conditions.push(Condition::new(
+                "Conflicted",
+                false,
+                "NoConflicts",
+                "no other listener of the Gateway shares its port and hostname",
+            )),
+        }
     }
 }
 
@@ -85,6 +162,7 @@ fn resolve_listener(
         name: listener.name.clone(),
         entrypoint: None,
         port: u16::try_from(listener.port).unwrap_or(0),
+        protocol: listener.protocol.clone(),
         hostname: listener.hostname.clone().filter(|h| !h.is_empty()),
         from: From::Same,
         takes_http_routes: true,

@@ -22,7 +22,8 @@ use super::{
 use crate::{
     config::route_host,
     ingress::{
-        translate::{object_name, service_backend, IngressRoute},
+        backends::service_backend,
+        translate::{object_name, IngressRoute},
         ObjectKey, Objects,
     },
     proxy::{IngressConfig, RouteConfig, ServiceConfig, WeightedMember, WeightedServiceConfig},

@@ -475,3 +475,74 @@ spec:
         "{accepted}"
     );
 }
+
+#[test]
+fn listeners_that_are_not_distinct_are_conflicted_and_not_served() {
+    let cluster = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: { name: xdpgate }
+spec: { controllerName: xdpgate.io/gateway-controller }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: { name: edge, namespace: infra }
+spec:
+  gatewayClassName: xdpgate
+  listeners:
+    - { name: one, port: 80, protocol: HTTP, hostname: shop.example.com }
+    - { name: two, port: 80, protocol: HTTP, hostname: shop.example.com }
+    - { name: other, port: 80, protocol: HTTP, hostname: api.example.com }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: shop, namespace: infra }
+spec:
+  parentRefs: [{ name: edge }]
+  hostnames: [shop.example.com, api.example.com]
+  rules: [{ backendRefs: [{ name: shop, port: 8000 }] }]
+"#;
+    let out = run(&parse(cluster).unwrap());
+    let gateway = status(&out, StatusKind::Gateway, "edge");
+    let listener = |name: &str| {
+        gateway["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    for (name, partner) in [("one", "two"), ("two", "one")] {
+        let conditions = listener(name)["conditions"].clone();
+        let conflicted = condition(&conditions, "Conflicted");
+        assert_eq!(conflicted["status"], "True", "{name}");
+        assert_eq!(conflicted["reason"], "HostnameConflict");
+        assert!(
+            conflicted["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("`{partner}`")),
+            "{conflicted}"
+        );
+        assert_eq!(condition(&conditions, "Accepted")["status"], "False");
+        assert_eq!(condition(&conditions, "Programmed")["status"], "False");
+        assert_eq!(listener(name)["attachedRoutes"], 0);
+    }
+    let other = listener("other")["conditions"].clone();
+    assert_eq!(condition(&other, "Conflicted")["status"], "False");
+    assert_eq!(condition(&other, "Programmed")["status"], "True");
+    // Only the distinct listener serves: the route gets api, not shop.
+    let hosts: Vec<Option<String>> = out.routes.iter().map(|r| r.config.host.clone()).collect();
+    assert!(
+        !hosts.is_empty()
+            && hosts
+                .iter()
+                .all(|h| h.as_deref() == Some("api.example.com")),
+        "{hosts:?}"
+    );
+    assert_eq!(
+        condition(&gateway["conditions"], "Accepted")["reason"],
+        "ListenersNotValid"
+    );
+}

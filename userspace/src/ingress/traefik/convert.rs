@@ -14,8 +14,8 @@ use crate::{
     policy::parse_net,
     proxy::{
         AddPrefixConfig, BasicAuthConfig, BodyLimitConfig, ClientSource, CompressConfig,
-        HeadersConfig, HstsConfig, InlineUsers, IpAllowConfig, MiddlewareConfig, RateLimitConfig,
-        RedirectSchemeConfig, SecurityHeadersConfig, StripPrefixConfig,
+        HeadersConfig, HstsConfig, InlineUsers, IpAllowConfig, MiddlewareConfig, PrefixMatch,
+        RateLimitConfig, RedirectSchemeConfig, SecurityHeadersConfig, StripPrefixConfig,
     },
 };
 
@@ -455,7 +455,13 @@ fn strip_prefix(body: &Value, path: &str) -> Result<StripPrefixConfig, FieldErro
             "must start with `/`",
         ));
     }
-    Ok(StripPrefixConfig { prefixes })
+    // Traefik strips plain text: `/api` on `/apiv2/x` leaves `/v2/x`.
+    // `forceSlash` (deprecated) changes nothing we can see: both give `/`
+    // for an emptied path.
+    Ok(StripPrefixConfig {
+        prefixes,
+        matching: PrefixMatch::Text,
+    })
 }
 
 fn compress(body: &Value, path: &str) -> Result<CompressConfig, FieldError> {

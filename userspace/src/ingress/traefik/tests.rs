@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::{convert::convert, *};
 use crate::proxy::{
-    BodyLimitConfig, ClientSource, CompressConfig, HstsConfig, RateLimitConfig,
+    BodyLimitConfig, ClientSource, CompressConfig, HstsConfig, PrefixMatch, RateLimitConfig,
     RedirectSchemeConfig,
 };
 
@@ -229,10 +229,14 @@ fn other_kinds_map_one_to_one() {
         refused(json!({ "compress": { "excludedContentTypes": ["text/event-stream"] } })),
         "spec.compress.excludedContentTypes"
     );
-    assert!(matches!(
-        layers(json!({ "stripPrefix": { "prefixes": ["/api"] } })).as_slice(),
-        [MiddlewareConfig::StripPrefix(s)] if s.prefixes == ["/api"]
-    ));
+    assert!(
+        matches!(
+            layers(json!({ "stripPrefix": { "prefixes": ["/api"] } })).as_slice(),
+            [MiddlewareConfig::StripPrefix(s)]
+                if s.prefixes == ["/api"] && s.matching == PrefixMatch::Text
+        ),
+        "a Traefik object strips as Traefik does: plain text, `/api` on `/apiv2` too"
+    );
     assert!(matches!(
         layers(json!({ "addPrefix": { "prefix": "/v1" } })).as_slice(),
         [MiddlewareConfig::AddPrefix(a)] if a.prefix == "/v1"

@@ -210,8 +210,21 @@ pub struct BodyLimitConfig {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StripPrefixConfig {
-    /// Tried in order; the first that is an element-wise prefix is removed.
+    /// Tried in order; the first that matches is removed.
     pub prefixes: Vec<String>,
+    /// How a prefix matches. Our own `strip_prefix` matches whole path
+    /// segments (`/api` strips `/api/x`, not `/apiv2`); a Traefik
+    /// Middleware object's matches as plain text, as in Traefik.
+    pub matching: PrefixMatch,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrefixMatch {
+    /// Whole segments: the prefix is the path, or is followed by `/`.
+    Segments,
+    /// Traefik's: any string prefix of the path (`/api` on `/apiv2/x`
+    /// leaves `/v2/x`); the rest gets a leading `/` if it lacks one.
+    Text,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -321,6 +321,7 @@ mod tests {
     async fn the_stack_runs_in_route_order_and_a_refusal_meets_the_layers_outside_it() {
         let strip = StripPrefixConfig {
             prefixes: vec!["/api".into()],
+            matching: PrefixMatch::Segments,
         };
         let add = AddPrefixConfig {
             prefix: "/v2".into(),

@@ -10,7 +10,9 @@ use hyper::{
     Method, Request, StatusCode,
 };
 
-use super::{stack::Middleware, AddPrefixConfig, RedirectSchemeConfig, StripPrefixConfig};
+use super::{
+    stack::Middleware, AddPrefixConfig, PrefixMatch, RedirectSchemeConfig, StripPrefixConfig,
+};
 use crate::proxy::{
     request::{OverTls, ProxyError},
     upstream::ProxyBody,
@@ -99,6 +101,7 @@ fn without_port(host: &str) -> &str {
 
 pub struct StripPrefix {
     prefixes: Vec<String>,
+    matching: PrefixMatch,
 }
 
 impl StripPrefix {
@@ -107,25 +110,36 @@ impl StripPrefix {
             prefixes: config
                 .prefixes
                 .iter()
-                .map(|p| p.trim_end_matches('/').to_string())
+                .map(|p| match config.matching {
+                    PrefixMatch::Segments => p.trim_end_matches('/').to_string(),
+                    PrefixMatch::Text => p.clone(),
+                })
                 .collect(),
+            matching: config.matching,
         }
     }
 
-    /// Removes the first prefix that matches element-wise (`/api` strips
-    /// `/api` and `/api/x`, not `/apix`) and says so in `X-Forwarded-Prefix`.
+    /// Removes the first prefix that matches (see [`PrefixMatch`]) and says
+    /// so in `X-Forwarded-Prefix`.
     pub fn apply<B>(&self, request: &mut Request<B>) {
         let path = request.uri().path().to_string();
         for prefix in &self.prefixes {
             let Some(rest) = path.strip_prefix(prefix.as_str()) else {
                 continue;
             };
-            if !(rest.is_empty() || rest.starts_with('/')) {
-                continue;
-            }
-            let rest = if rest.is_empty() { "/" } else { rest };
-            set_path(request, rest);
-            if let Ok(value) = HeaderValue::from_str(if prefix.is_empty() { "/" } else { prefix }) {
+            let rest = match self.matching {
+                PrefixMatch::Segments if !(rest.is_empty() || rest.starts_with('/')) => continue,
+                _ if rest.is_empty() => "/".to_string(),
+                _ if rest.starts_with('/') => rest.to_string(),
+                // Only text matching gets here: Traefik's ensureLeadingSlash.
+                _ => format!("/{rest}"),
+            };
+            set_path(request, &rest);
+            let header = match prefix.trim() {
+                "" => "/",
+                prefix => prefix,
+            };
+            if let Ok(value) = HeaderValue::from_str(header) {
                 request.headers_mut().insert("x-forwarded-prefix", value);
             }
             return;
@@ -245,12 +259,44 @@ mod tests {
     fn strip_prefix_is_element_wise_and_keeps_the_query() {
         let strip = StripPrefix::new(&StripPrefixConfig {
             prefixes: vec!["/api/".into(), "/v1".into()],
+            matching: PrefixMatch::Segments,
         });
         let cases = [
             ("/api/users?id=3", "/users?id=3", Some("/api")),
             ("/api", "/", Some("/api")),
             ("/apix/users", "/apix/users", None),
             ("/v1/x", "/x", Some("/v1")),
+        ];
+        for (from, to, header) in cases {
+            let mut r = request(Method::GET, from, "h", None);
+            strip.apply(&mut r);
+            assert_eq!(r.uri().to_string(), to, "{from}");
+            assert_eq!(
+                r.headers()
+                    .get("x-forwarded-prefix")
+                    .map(|v| v.to_str().unwrap()),
+                header,
+                "{from}"
+            );
+        }
+    }
+
+    #[test]
+    fn traefik_strip_prefix_removes_plain_text_as_traefik_does() {
+        // Traefik's stripPrefix: the first prefix that is a string prefix of
+        // the path is cut, a leading `/` put back when the rest lacks one.
+        let strip = StripPrefix::new(&StripPrefixConfig {
+            prefixes: vec!["/api".into(), "/static/".into()],
+            matching: PrefixMatch::Text,
+        });
+        let cases = [
+            ("/apiv2/x?q=1", "/v2/x?q=1", Some("/api")),
+            ("/api/users", "/users", Some("/api")),
+            ("/api", "/", Some("/api")),
+            ("/static/app.js", "/app.js", Some("/static/")),
+            // `/static/` is not a string prefix of `/static`.
+            ("/static", "/static", None),
+            ("/other", "/other", None),
         ];
         for (from, to, header) in cases {
             let mut r = request(Method::GET, from, "h", None);
