@@ -37,6 +37,7 @@ mod htpasswd;
 mod ip_allow;
 pub mod rate_limit;
 pub mod rate_limit_redis;
+pub mod rate_limit_store_pool;
 mod rewrite;
 pub mod stack;
 

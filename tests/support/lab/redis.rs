@@ -1,0 +1,114 @@
+//! A `redis-server` (Debian's) inside a test's server namespace, on
+//! 127.0.0.1, without persistence, for the shared rate limit's tests: the
+//! daemons reach it there as a node reaches the cluster's store. Killed on
+//! drop (and on [`StoreServer::stop`]); its output is kept in a file that is
+//! printed when the test is failing.
+use std::{
+    fs::File,
+    net::TcpStream,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use super::net::in_netns;
+
+pub struct StoreServer {
+    child: Option<Child>,
+    server_ns: String,
+    port: u16,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl StoreServer {
+    /// True when `redis-server` runs; otherwise says how to install it.
+    pub fn installed(test: &str) -> bool {
+        if Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_ok()
+        {
+            return true;
+        }
+        println!(
+            "SKIP {test}: redis-server is not installed (apt-get install redis-server, or \
+             cargo xtask setup)"
+        );
+        false
+    }
+
+    /// Starts it in `server_ns` listening on `port` (plain TCP, or TLS when
+    /// `args` say `--port 0 --tls-port ...`), with `args` added, and waits
+    /// until `port` accepts connections. `log` receives its output.
+    pub fn start(server_ns: &str, port: u16, args: &[String], log: PathBuf) -> StoreServer {
+        let mut server = StoreServer {
+            child: None,
+            server_ns: server_ns.to_string(),
+            port,
+            args: args.to_vec(),
+            log,
+        };
+        server.restart();
+        server
+    }
+
+    /// Starts it again after [`StoreServer::stop`], on the same port,
+    /// empty (as a store restarted without persistence).
+    pub fn restart(&mut self) {
+        self.stop();
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("store log file");
+        let err = out.try_clone().expect("store log file");
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{}", self.server_ns))
+            .args(["--", "redis-server", "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn nsenter redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let port = self.port;
+        while !in_netns(&self.server_ns, || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        }) {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("redis-server exited ({status}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server does not listen on {port}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: the store is gone at once, as when its node dies.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for StoreServer {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!("---- redis-server log ----\n{}---- end ----", self.log());
+        }
+    }
+}
