@@ -203,24 +203,32 @@ fn describe(error: &RedisError) -> String {
         ErrorKind::Server(ServerErrorKind::NoPerm) => "permission denied (NOPERM): the store's \
             user may not run EVALSHA, EVAL and SCRIPT LOAD on the key prefix"
             .to_string(),
-        ErrorKind::Io => {
-            let io = std::error::Error::source(error)
-                .and_then(|source| source.downcast_ref::<std::io::Error>());
-            match io {
-                // rustls' errors come as I/O errors: "invalid peer
-                // certificate: UnknownIssuer" names the TLS problem.
-                Some(io) if io.kind() == std::io::ErrorKind::InvalidData => {
-                    format!("TLS or protocol error: {io}")
-                }
-                Some(io) => format!("connection lost: {io}"),
-                None => "connection lost".to_string(),
-            }
-        }
+        // The I/O error's own text: "invalid peer certificate:
+        // UnknownIssuer" names a TLS problem.
+        ErrorKind::Io if is_tls_failure(error) => format!("TLS handshake failed: {error}"),
+        ErrorKind::Io => format!("connection lost: {error}"),
         kind => match error.code() {
             Some(code) => format!("{kind:?} ({code})"),
             None => format!("{kind:?}"),
         },
     }
+}
+
+/// Whether rustls is behind `error`: its errors come as I/O errors, which
+/// the redis crate keeps behind an `Arc`.
+fn is_tls_failure(error: &RedisError) -> bool {
+    type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+    let Some(source) = std::error::Error::source(error) else {
+        return false;
+    };
+    let source = match source.downcast_ref::<Shared>() {
+        Some(shared) => &**shared as &(dyn std::error::Error + 'static),
+        None => source,
+    };
+    source
+        .downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::get_ref)
+        .is_some_and(|inner| inner.is::<rustls::Error>())
 }
 
 fn client(store: &RedisStoreConfig) -> Result<Client> {
