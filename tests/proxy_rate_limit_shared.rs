@@ -1,5 +1,6 @@
-//! A cluster-wide rate limit on a real `redis-server` (Debian's), started by
-//! the test: three `xdpgate run` daemons, each with its own filter on its
+//! A cluster-wide rate limit on a real `redis-server` (Debian's), and on
+//! `valkey-server` where it is installed (Debian 12 has no package: that
+//! test says SKIP), started by the test: three `xdpgate run` daemons, each with its own filter on its
 //! own interface, proxy and admin listener, share one store in the server
 //! namespace and spend one budget (a burst of 30 across all three, ±1,
 //! where three local limits would let 90 through). With the store killed
@@ -16,7 +17,7 @@ use std::{
 };
 
 use xdpgate_tests::lab::{
-    in_netns, lab_ready, Backend, Daemon, Lab, Metrics, StoreServer, Workdir,
+    in_netns, lab_ready, Backend, Daemon, Lab, Metrics, StoreKind, StoreServer, Workdir,
 };
 
 const BURST: usize = 30;
@@ -36,13 +37,14 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn start() -> Cluster {
-        let lab = Lab::new("rls");
+    fn start(kind: StoreKind, tag: &str) -> Cluster {
+        let lab = Lab::new(tag);
         let store = StoreServer::start(
+            kind,
             &lab.server_ns,
             STORE_PORT,
             &["--port".to_string(), STORE_PORT.to_string()],
-            std::env::temp_dir().join(format!("xdpgate-rls-store-{}.log", std::process::id())),
+            std::env::temp_dir().join(format!("xdpgate-{tag}-store-{}.log", std::process::id())),
         );
         let backend = Backend::echo(
             &lab.server_ns,
@@ -66,7 +68,10 @@ impl Cluster {
         let mut works = Vec::new();
         let mut daemons = Vec::new();
         for (i, interface) in interfaces.iter().enumerate() {
-            let work = Workdir::new(&format!("rls{i}"), env!("CARGO_BIN_EXE_xdpgate-under-test"));
+            let work = Workdir::new(
+                &format!("{tag}{i}"),
+                env!("CARGO_BIN_EXE_xdpgate-under-test"),
+            );
             let config = work.write("config.yaml", &config(interface, PROXY_PORTS[i]));
             let daemon = Daemon::start_with_admin(
                 &lab,
@@ -187,12 +192,24 @@ fn store_errors(metrics: &Metrics, middleware: &str, outcome: &str) -> u64 {
 }
 
 #[test]
-fn three_daemons_share_one_budget_and_fall_back_while_the_store_is_down() {
-    let test = "three_daemons_share_one_budget";
-    if !lab_ready(test, &[]) || !StoreServer::installed(test) {
+fn three_daemons_share_one_redis() {
+    three_daemons_share_one_budget_and_fall_back_while_the_store_is_down(StoreKind::Redis, "rls");
+}
+
+#[test]
+fn three_daemons_share_one_valkey() {
+    three_daemons_share_one_budget_and_fall_back_while_the_store_is_down(StoreKind::Valkey, "rlv");
+}
+
+fn three_daemons_share_one_budget_and_fall_back_while_the_store_is_down(
+    kind: StoreKind,
+    tag: &str,
+) {
+    let test = format!("three_daemons_share_one_{kind:?}");
+    if !lab_ready(&test, &[]) || !StoreServer::installed(&test, kind) {
         return;
     }
-    let mut cluster = Cluster::start();
+    let mut cluster = Cluster::start(kind, tag);
 
     // 90 requests round robin over the three: one budget of 30.
     let (passed, refused) = cluster.send("local.test", 0, 3 * BURST, 1);

@@ -20,7 +20,7 @@ use std::{
 };
 
 use xdpgate_tests::lab::{
-    in_netns, lab_ready, Backend, Daemon, Lab, ProxyPki, StoreServer, Workdir,
+    in_netns, lab_ready, Backend, Daemon, Lab, ProxyPki, StoreKind, StoreServer, Workdir,
 };
 
 const BURST: usize = 20;
@@ -51,7 +51,7 @@ fn status(host: &str) -> u16 {
 #[test]
 fn tls_and_acl_store_enforces_the_budget_and_names_what_is_wrong() {
     let test = "tls_and_acl_store";
-    if !lab_ready(test, &[]) || !StoreServer::installed(test) {
+    if !lab_ready(test, &[]) || !StoreServer::installed(test, StoreKind::Redis) {
         return;
     }
     let lab = Lab::new("rlt");
@@ -68,6 +68,7 @@ fn tls_and_acl_store_enforces_the_budget_and_names_what_is_wrong() {
         ),
     );
     let _store = StoreServer::start(
+        StoreKind::Redis,
         &lab.server_ns,
         STORE_PORT,
         &[

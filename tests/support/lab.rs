@@ -48,7 +48,7 @@ pub use proxy::{
     ProxyLab, ProxyPki, ProxySetup, PLAIN_PORT, TLS_PORT,
 };
 pub use raw::{h2py, python_h2_ready, raw_exchange, raw_request, RawReply};
-pub use redis::StoreServer;
+pub use redis::{StoreKind, StoreServer};
 
 /// The TCP port the tests protect.
 pub const TCP_PORT: u16 = 8443;

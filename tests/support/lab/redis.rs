@@ -1,5 +1,6 @@
-//! A `redis-server` (Debian's) inside a test's server namespace, on
-//! 127.0.0.1, without persistence, for the shared rate limit's tests: the
+//! A store server, `redis-server` (Debian's) or `valkey-server` (same
+//! options), inside a test's server namespace, on 127.0.0.1, without
+//! persistence, for the shared rate limit's tests: the
 //! daemons reach it there as a node reaches the cluster's store. Killed on
 //! drop (and on [`StoreServer::stop`]); its output is kept in a file that is
 //! printed when the test is failing.
@@ -13,7 +14,24 @@ use std::{
 
 use super::net::in_netns;
 
+/// Which server: both take the same options and speak the same protocol.
+#[derive(Clone, Copy, Debug)]
+pub enum StoreKind {
+    Redis,
+    Valkey,
+}
+
+impl StoreKind {
+    pub fn program(self) -> &'static str {
+        match self {
+            StoreKind::Redis => "redis-server",
+            StoreKind::Valkey => "valkey-server",
+        }
+    }
+}
+
 pub struct StoreServer {
+    kind: StoreKind,
     child: Option<Child>,
     server_ns: String,
     port: u16,
@@ -22,18 +40,15 @@ pub struct StoreServer {
 }
 
 impl StoreServer {
-    /// True when `redis-server` runs; otherwise says how to install it.
-    pub fn installed(test: &str) -> bool {
-        if Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .is_ok()
-        {
+    /// True when `kind`'s server runs; otherwise says how to install it.
+    pub fn installed(test: &str, kind: StoreKind) -> bool {
+        let program = kind.program();
+        if Command::new(program).arg("--version").output().is_ok() {
             return true;
         }
         println!(
-            "SKIP {test}: redis-server is not installed (apt-get install redis-server, or \
-             cargo xtask setup)"
+            "SKIP {test}: {program} is not installed (apt-get install {program}; Debian 12 \
+             has no valkey-server package)"
         );
         false
     }
@@ -41,8 +56,15 @@ impl StoreServer {
     /// Starts it in `server_ns` listening on `port` (plain TCP, or TLS when
     /// `args` say `--port 0 --tls-port ...`), with `args` added, and waits
     /// until `port` accepts connections. `log` receives its output.
-    pub fn start(server_ns: &str, port: u16, args: &[String], log: PathBuf) -> StoreServer {
+    pub fn start(
+        kind: StoreKind,
+        server_ns: &str,
+        port: u16,
+        args: &[String],
+        log: PathBuf,
+    ) -> StoreServer {
         let mut server = StoreServer {
+            kind,
             child: None,
             server_ns: server_ns.to_string(),
             port,
@@ -65,14 +87,14 @@ impl StoreServer {
         let err = out.try_clone().expect("store log file");
         let child = Command::new("nsenter")
             .arg(format!("--net=/var/run/netns/{}", self.server_ns))
-            .args(["--", "redis-server", "--bind", "127.0.0.1"])
+            .args(["--", self.kind.program(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .spawn()
-            .expect("spawn nsenter redis-server");
+            .unwrap_or_else(|e| panic!("spawn nsenter {}: {e}", self.kind.program()));
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         let port = self.port;
@@ -80,11 +102,12 @@ impl StoreServer {
             TcpStream::connect(("127.0.0.1", port)).is_ok()
         }) {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("redis-server exited ({status}):\n{}", self.log());
+                panic!("{} exited ({status}):\n{}", self.kind.program(), self.log());
             }
             assert!(
                 Instant::now() < deadline,
-                "redis-server does not listen on {port}:\n{}",
+                "{} does not listen on {port}:\n{}",
+                self.kind.program(),
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -108,7 +131,8 @@ impl Drop for StoreServer {
     fn drop(&mut self) {
         self.stop();
         if std::thread::panicking() {
-            eprintln!("---- redis-server log ----\n{}---- end ----", self.log());
+            let program = self.kind.program();
+            eprintln!("---- {program} log ----\n{}---- end ----", self.log());
         }
     }
 }
