@@ -12,15 +12,20 @@
 //! * a CA that did not sign the server's certificate: the log names the
 //!   TLS failure (the certificate's unknown issuer), the fallback counted.
 //!
+//! Then the user is given the password the file has (`ACL SETUSER`, as an
+//! operator fixing the store's side): without a reload the middleware with
+//! the refused password is decided by the store again within seconds.
+//!
 //! Needs root (namespaces, XDP) and redis-server.
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
+    process::Command,
     time::Duration,
 };
 
 use xdpgate_tests::lab::{
-    in_netns, lab_ready, Backend, Daemon, Lab, ProxyPki, StoreKind, StoreServer, Workdir,
+    in_netns, lab_ready, wait_for, Backend, Daemon, Lab, ProxyPki, StoreKind, StoreServer, Workdir,
 };
 
 const BURST: usize = 20;
@@ -29,6 +34,7 @@ const BACKEND_PORT: u16 = 8090;
 const PROXY_PORT: u16 = 8081;
 const PASSWORD: &str = "store-pass-4b1f0c9e";
 const WRONG_PASSWORD: &str = "not-the-pass-77d2a3";
+const ADMIN_PASSWORD: &str = "admin-pass-0e6c2d";
 
 fn status(host: &str) -> u16 {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", PROXY_PORT)) else {
@@ -63,7 +69,7 @@ fn tls_and_acl_store_enforces_the_budget_and_names_what_is_wrong() {
     let acl = work.write(
         "users.acl",
         &format!(
-            "user default off\nuser xdpgate on >{PASSWORD} ~xdpgate:rate_limit:* \
+            "user default off\nuser admin on >{ADMIN_PASSWORD} ~* &* +@all\nuser xdpgate on >{PASSWORD} ~xdpgate:rate_limit:* \
              resetchannels -@all +evalsha +eval +script|load +time +get +set\n"
         ),
     );
@@ -180,6 +186,60 @@ proxy:
         log.contains("TLS handshake failed: invalid peer certificate: UnknownIssuer"),
         "the log names the TLS failure:\n{log}"
     );
+    // The operator fixes the store's side instead of the file: the user
+    // now also accepts the password the file has. Without a reload, the
+    // middleware's connections are opened anew (at most once a second
+    // each) and the store decides again: eight requests in a row without
+    // a fallback.
+    let cli = Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{}", lab.server_ns))
+        .args(["--", "redis-cli", "--tls", "--cacert"])
+        .arg(&pki.ca_file)
+        .args(["-h", "127.0.0.1", "-p", &STORE_PORT.to_string()])
+        .args([
+            "--user",
+            "admin",
+            "--pass",
+            ADMIN_PASSWORD,
+            "--no-auth-warning",
+        ])
+        .args(["ACL", "SETUSER", "xdpgate", &format!(">{WRONG_PASSWORD}")])
+        .output()
+        .expect("run redis-cli");
+    assert_eq!(
+        String::from_utf8_lossy(&cli.stdout).trim(),
+        "OK",
+        "ACL SETUSER: {cli:?}"
+    );
+    let local_fallbacks = || {
+        daemon
+            .metrics()
+            .get(
+                "xdpgate_rate_limit_store_errors_total",
+                &[("middleware", "bad_password"), ("outcome", "local")],
+            )
+            .unwrap_or(0.0) as u64
+    };
+    wait_for(
+        "eight requests on bad_password decided by the store",
+        Duration::from_secs(10),
+        || {
+            let before = local_fallbacks();
+            in_netns(&lab.server_ns, || {
+                (0..8).for_each(|_| {
+                    status("password.test");
+                })
+            });
+            local_fallbacks() - before
+        },
+        |fallbacks| *fallbacks == 0,
+    );
+    let log = daemon.log();
+    assert!(
+        log.contains("the rate limit store answers again"),
+        "the log says the store answers again:\n{log}"
+    );
+
     let scrape = xdpgate_tests::lab::admin_get(&lab.server_ns, "/metrics")
         .expect("GET /metrics")
         .body;
