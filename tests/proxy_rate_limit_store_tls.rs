@@ -173,9 +173,17 @@ proxy:
         (5, 5),
         "a refused password: the local limit decides, counted\n{log}"
     );
+    let line = |needle: &str| {
+        log.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let refused = line("authentication failed");
     assert!(
-        log.contains("authentication failed") && log.contains("username_file and password_file"),
-        "the log says the store refused the credentials from the files:\n{log}"
+        refused.contains("username_file and password_file")
+            && refused.contains("middleware=bad_password"),
+        "the log says which middleware's store refused the credentials from the files:\n{log}"
     );
     assert_eq!(
         (bad_ca, fallbacks("bad_ca", "local")),
@@ -183,8 +191,9 @@ proxy:
         "an unknown CA: the local limit decides, counted\n{log}"
     );
     assert!(
-        log.contains("TLS handshake failed: invalid peer certificate: UnknownIssuer"),
-        "the log names the TLS failure:\n{log}"
+        line("TLS handshake failed: invalid peer certificate: UnknownIssuer")
+            .contains("middleware=bad_ca"),
+        "the log names the TLS failure and the middleware:\n{log}"
     );
     // The operator fixes the store's side instead of the file: the user
     // now also accepts the password the file has. Without a reload, the

@@ -92,7 +92,7 @@ impl Built {
                         })
                         .clone()
                 });
-                let limiter = rate_limit::RateLimit::new(c)?;
+                let limiter = rate_limit::RateLimit::new(name, c)?;
                 Built::RateLimit(Arc::new(rate_limit::RateLimited::new(
                     limiter,
                     keys,

@@ -78,6 +78,8 @@ pub struct RedisLimit {
     /// logged too (refused connections that become refused credentials).
     reason: Mutex<String>,
     address: String,
+    /// The middleware's name, for the log.
+    middleware: String,
 }
 
 impl RedisLimit {
@@ -87,7 +89,11 @@ impl RedisLimit {
     ///
     /// # Panics
     /// Outside a tokio runtime.
-    pub fn new(limit: &RateLimitConfig, store: &RedisStoreConfig) -> Result<RedisLimit> {
+    pub fn new(
+        middleware: &str,
+        limit: &RateLimitConfig,
+        store: &RedisStoreConfig,
+    ) -> Result<RedisLimit> {
         let client = client(store)?;
         // One attempt per connection: the requests that need a connection
         // drive the attempts, so none waits out the manager's back-off.
@@ -110,6 +116,7 @@ impl RedisLimit {
             failing: AtomicBool::new(false),
             reason: Mutex::new(String::new()),
             address: store.address.clone(),
+            middleware: middleware.to_string(),
         })
     }
 
@@ -158,7 +165,11 @@ impl RedisLimit {
                 if let Ok(mut reason) = self.reason.lock() {
                     reason.clear();
                 }
-                tracing::info!(store = %self.address, "the rate limit store answers again");
+                tracing::info!(
+                    middleware = %self.middleware,
+                    store = %self.address,
+                    "the rate limit store answers again"
+                );
             }
             return;
         };
@@ -171,6 +182,7 @@ impl RedisLimit {
         }
         why.clone_into(&mut reason);
         tracing::warn!(
+            middleware = %self.middleware,
             store = %self.address,
             fallback = self.on_error.label(),
             "the rate limit store does not answer ({why}); requests get the fallback \
