@@ -33,18 +33,24 @@ struct Cluster {
     _works: Vec<Workdir>,
     _backend: Backend,
     store: StoreServer,
+    /// The store's log, removed after the store stopped.
+    _store_dir: tempfile::TempDir,
     lab: Lab,
 }
 
 impl Cluster {
     fn start(kind: StoreKind, tag: &str) -> Cluster {
         let lab = Lab::new(tag);
+        let store_dir = tempfile::Builder::new()
+            .prefix(&format!("xdpgate-{tag}-store-"))
+            .tempdir()
+            .expect("a directory for the store's log");
         let store = StoreServer::start(
             kind,
             &lab.server_ns,
             STORE_PORT,
             &["--port".to_string(), STORE_PORT.to_string()],
-            std::env::temp_dir().join(format!("xdpgate-{tag}-store-{}.log", std::process::id())),
+            store_dir.path().join("store.log"),
         );
         let backend = Backend::echo(
             &lab.server_ns,
@@ -91,6 +97,7 @@ impl Cluster {
             _works: works,
             _backend: backend,
             store,
+            _store_dir: store_dir,
             lab,
         }
     }
