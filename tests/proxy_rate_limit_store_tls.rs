@@ -20,12 +20,14 @@
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
+    path::{Path, PathBuf},
     process::Command,
     time::Duration,
 };
 
 use xdpgate_tests::lab::{
-    in_netns, lab_ready, wait_for, Backend, Daemon, Lab, ProxyPki, StoreKind, StoreServer, Workdir,
+    in_netns, lab_ready, wait_for, Backend, Daemon, Lab, Metrics, ProxyPki, StoreKind, StoreServer,
+    Workdir,
 };
 
 const BURST: usize = 20;
@@ -64,85 +66,13 @@ fn tls_and_acl_store_enforces_the_budget_and_names_what_is_wrong() {
     let work = Workdir::new("rlt", env!("CARGO_BIN_EXE_xdpgate-under-test"));
     let pki = ProxyPki::new(&work, "store-ca");
     let other_ca = ProxyPki::new(&work, "other-ca");
-    let (cert, key) = pki.server(&["127.0.0.1"]).write(&work, "store");
-    let path = |p: &std::path::Path| p.display().to_string();
-    let acl = work.write(
-        "users.acl",
-        &format!(
-            "user default off\nuser admin on >{ADMIN_PASSWORD} ~* &* +@all\nuser xdpgate on >{PASSWORD} ~xdpgate:rate_limit:* \
-             resetchannels -@all +evalsha +eval +script|load +time +get +set\n"
-        ),
-    );
-    let _store = StoreServer::start(
-        StoreKind::Redis,
-        &lab.server_ns,
-        STORE_PORT,
-        &[
-            "--port".into(),
-            "0".into(),
-            "--tls-port".into(),
-            STORE_PORT.to_string(),
-            "--tls-cert-file".into(),
-            path(&cert),
-            "--tls-key-file".into(),
-            path(&key),
-            "--tls-ca-cert-file".into(),
-            path(&pki.ca_file),
-            "--tls-auth-clients".into(),
-            "no".into(),
-            "--aclfile".into(),
-            path(&acl),
-        ],
-        work.path("redis.log"),
-    );
     let _backend = Backend::echo(
         &lab.server_ns,
         ([127, 0, 0, 1], BACKEND_PORT).into(),
         "backend",
     );
-    let username = work.write("username", "xdpgate\n");
-    let password = work.write("password", &format!("{PASSWORD}\n"));
-    let wrong_password = work.write("wrong-password", &format!("{WRONG_PASSWORD}\n"));
-    let store = |ca: &std::path::Path, password: &std::path::Path, on_error: &str| {
-        format!(
-            "{{ redis: {{ address: \"127.0.0.1:{STORE_PORT}\", tls: {{ ca: {} }}, \
-             username_file: {}, password_file: {}, timeout: 500ms, on_error: {on_error} }} }}",
-            ca.display(),
-            username.display(),
-            password.display()
-        )
-    };
-    let limit = |store: String| {
-        format!("{{ rate_limit: {{ average: 1, period: 1h, burst: {BURST}, store: {store} }} }}")
-    };
-    let config = work.write(
-        "config.yaml",
-        &format!(
-            r#"filter:
-  interfaces: [{interface}]
-  sets:
-    nodes: {{ cidrs: [198.51.100.0/29] }}
-  allow:
-    - {{ tcp: [22], from: [nodes] }}
-proxy:
-  access_log: {{ enabled: false }}
-  entrypoints:
-    web: {{ listen: "127.0.0.1:{PROXY_PORT}" }}
-  middlewares:
-    good: {good}
-    bad_password: {bad_password}
-    bad_ca: {bad_ca}
-  routes:
-    - {{ host: good.test, service: "127.0.0.1:{BACKEND_PORT}", middlewares: [good] }}
-    - {{ host: password.test, service: "127.0.0.1:{BACKEND_PORT}", middlewares: [bad_password] }}
-    - {{ host: ca.test, service: "127.0.0.1:{BACKEND_PORT}", middlewares: [bad_ca] }}
-"#,
-            interface = lab.server_if,
-            good = limit(store(&pki.ca_file, &password, "deny")),
-            bad_password = limit(store(&pki.ca_file, &wrong_password, "local")),
-            bad_ca = limit(store(&other_ca.ca_file, &password, "local")),
-        ),
-    );
+    let _store = start_store(&lab, &work, &pki);
+    let config = write_config(&lab, &work, &pki, &other_ca);
     let daemon = Daemon::start_ready(&lab, &work, &config, "daemon");
 
     let (good, bad_password, bad_ca) = in_netns(&lab.server_ns, || {
@@ -154,14 +84,7 @@ proxy:
         )
     });
     let metrics = daemon.metrics();
-    let fallbacks = |middleware: &str, outcome: &str| {
-        metrics
-            .get(
-                "xdpgate_rate_limit_store_errors_total",
-                &[("middleware", middleware), ("outcome", outcome)],
-            )
-            .unwrap_or(0.0) as u64
-    };
+    let fallbacks = |middleware: &str, outcome: &str| store_errors(&metrics, middleware, outcome);
     let log = daemon.log();
     assert_eq!(
         (good, fallbacks("good", "deny")),
@@ -200,6 +123,112 @@ proxy:
     // middleware's connections are opened anew (at most once a second
     // each) and the store decides again: eight requests in a row without
     // a fallback.
+    give_the_user_the_wrong_password(&lab, &pki);
+    wait_until_the_store_decides(&lab, &daemon);
+    let log = daemon.log();
+    assert!(
+        log.contains("the rate limit store answers again"),
+        "the log says the store answers again:\n{log}"
+    );
+
+    let scrape = xdpgate_tests::lab::admin_get(&lab.server_ns, "/metrics")
+        .expect("GET /metrics")
+        .body;
+    for secret in [PASSWORD, WRONG_PASSWORD] {
+        assert!(
+            !log.contains(secret) && !scrape.contains(secret),
+            "a password is in the log or on /metrics"
+        );
+    }
+}
+
+/// The store: TLS only, certificate from `pki`, the ACL file's users.
+fn start_store(lab: &Lab, work: &Workdir, pki: &ProxyPki) -> StoreServer {
+    let (cert, key) = pki.server(&["127.0.0.1"]).write(work, "store");
+    let path = |p: &Path| p.display().to_string();
+    let acl = work.write(
+        "users.acl",
+        &format!(
+            "user default off\n\
+             user admin on >{ADMIN_PASSWORD} ~* &* +@all\n\
+             user xdpgate on >{PASSWORD} ~xdpgate:rate_limit:* resetchannels -@all +evalsha +eval \
+             +script|load +time +get +set\n"
+        ),
+    );
+    StoreServer::start(
+        StoreKind::Redis,
+        &lab.server_ns,
+        STORE_PORT,
+        &[
+            "--port".into(),
+            "0".into(),
+            "--tls-port".into(),
+            STORE_PORT.to_string(),
+            "--tls-cert-file".into(),
+            path(&cert),
+            "--tls-key-file".into(),
+            path(&key),
+            "--tls-ca-cert-file".into(),
+            path(&pki.ca_file),
+            "--tls-auth-clients".into(),
+            "no".into(),
+            "--aclfile".into(),
+            path(&acl),
+        ],
+        work.path("redis.log"),
+    )
+}
+
+/// One daemon, three middlewares on the store: `good` (right CA and
+/// password, `on_error: deny`), `bad_password`, `bad_ca` (`on_error: local`).
+fn write_config(lab: &Lab, work: &Workdir, pki: &ProxyPki, other_ca: &ProxyPki) -> PathBuf {
+    let username = work.write("username", "xdpgate\n");
+    let password = work.write("password", &format!("{PASSWORD}\n"));
+    let wrong_password = work.write("wrong-password", &format!("{WRONG_PASSWORD}\n"));
+    let store = |ca: &Path, password: &Path, on_error: &str| {
+        format!(
+            "{{ redis: {{ address: \"127.0.0.1:{STORE_PORT}\", tls: {{ ca: {} }}, \
+             username_file: {}, password_file: {}, timeout: 500ms, on_error: {on_error} }} }}",
+            ca.display(),
+            username.display(),
+            password.display()
+        )
+    };
+    let limit = |store: String| {
+        format!("{{ rate_limit: {{ average: 1, period: 1h, burst: {BURST}, store: {store} }} }}")
+    };
+    work.write(
+        "config.yaml",
+        &format!(
+            r#"filter:
+  interfaces: [{interface}]
+  sets:
+    nodes: {{ cidrs: [198.51.100.0/29] }}
+  allow:
+    - {{ tcp: [22], from: [nodes] }}
+proxy:
+  access_log: {{ enabled: false }}
+  entrypoints:
+    web: {{ listen: "127.0.0.1:{PROXY_PORT}" }}
+  middlewares:
+    good: {good}
+    bad_password: {bad_password}
+    bad_ca: {bad_ca}
+  routes:
+    - {{ host: good.test, service: "127.0.0.1:{BACKEND_PORT}", middlewares: [good] }}
+    - {{ host: password.test, service: "127.0.0.1:{BACKEND_PORT}", middlewares: [bad_password] }}
+    - {{ host: ca.test, service: "127.0.0.1:{BACKEND_PORT}", middlewares: [bad_ca] }}
+"#,
+            interface = lab.server_if,
+            good = limit(store(&pki.ca_file, &password, "deny")),
+            bad_password = limit(store(&pki.ca_file, &wrong_password, "local")),
+            bad_ca = limit(store(&other_ca.ca_file, &password, "local")),
+        ),
+    )
+}
+
+/// `ACL SETUSER xdpgate >WRONG_PASSWORD` as the admin user, over TLS.
+fn give_the_user_the_wrong_password(lab: &Lab, pki: &ProxyPki) {
     let cli = Command::new("nsenter")
         .arg(format!("--net=/var/run/netns/{}", lab.server_ns))
         .args(["--", "redis-cli", "--tls", "--cacert"])
@@ -220,15 +249,11 @@ proxy:
         "OK",
         "ACL SETUSER: {cli:?}"
     );
-    let local_fallbacks = || {
-        daemon
-            .metrics()
-            .get(
-                "xdpgate_rate_limit_store_errors_total",
-                &[("middleware", "bad_password"), ("outcome", "local")],
-            )
-            .unwrap_or(0.0) as u64
-    };
+}
+
+/// Waits until eight requests in a row on `bad_password` take no fallback.
+fn wait_until_the_store_decides(lab: &Lab, daemon: &Daemon) {
+    let local_fallbacks = || store_errors(&daemon.metrics(), "bad_password", "local");
     wait_for(
         "eight requests on bad_password decided by the store",
         Duration::from_secs(10),
@@ -243,19 +268,13 @@ proxy:
         },
         |fallbacks| *fallbacks == 0,
     );
-    let log = daemon.log();
-    assert!(
-        log.contains("the rate limit store answers again"),
-        "the log says the store answers again:\n{log}"
-    );
+}
 
-    let scrape = xdpgate_tests::lab::admin_get(&lab.server_ns, "/metrics")
-        .expect("GET /metrics")
-        .body;
-    for secret in [PASSWORD, WRONG_PASSWORD] {
-        assert!(
-            !log.contains(secret) && !scrape.contains(secret),
-            "a password is in the log or on /metrics"
-        );
-    }
+fn store_errors(metrics: &Metrics, middleware: &str, outcome: &str) -> u64 {
+    metrics
+        .get(
+            "xdpgate_rate_limit_store_errors_total",
+            &[("middleware", middleware), ("outcome", outcome)],
+        )
+        .unwrap_or(0.0) as u64
 }
