@@ -61,15 +61,18 @@ fn start_redis() -> (RedisServer, u16) {
 }
 
 fn limit(store: Option<RedisStoreConfig>) -> RateLimit {
-    RateLimit::new(&RateLimitConfig {
-        average: 1_000_000,
-        period: Duration::from_secs(1),
-        burst: 1_000,
-        ipv6_subnet: Some(64),
-        max_keys: 1 << 20,
-        source: Default::default(),
-        store,
-    })
+    RateLimit::new(
+        "bench",
+        &RateLimitConfig {
+            average: 1_000_000,
+            period: Duration::from_secs(1),
+            burst: 1_000,
+            ipv6_subnet: Some(64),
+            max_keys: 1 << 20,
+            source: Default::default(),
+            store,
+        },
+    )
     .unwrap_or_else(|e| common::fail(BENCH, &format!("building the limiter: {e:#}")))
 }
 

@@ -25,6 +25,7 @@ pub mod kube_api;
 pub mod net;
 pub mod proxy;
 pub mod raw;
+pub mod redis;
 
 pub use api::{ApiServer, Reply, Served, TestPki};
 pub use backend::Backend;
@@ -33,8 +34,8 @@ pub use container::{
     container_tools_ready, output, podman, seccomp_option, Container, TestImage, CONFIG_IN_IMAGE,
 };
 pub use daemon::{
-    admin_get, wait_for, xdp_program_ids, xdpgate, CliOutput, Daemon, HttpReply, KernelCounters,
-    Metrics, Workdir, ADMIN_PORT,
+    admin_get, admin_get_at, wait_for, xdp_program_ids, xdpgate, CliOutput, Daemon, HttpReply,
+    KernelCounters, Metrics, Workdir, ADMIN_PORT,
 };
 pub use flood::{flood, start_connect, Flood, FLOOD_BATCH, FLOOD_THREADS, FLOOD_WAIT};
 pub use net::{
@@ -47,6 +48,7 @@ pub use proxy::{
     ProxyLab, ProxyPki, ProxySetup, PLAIN_PORT, TLS_PORT,
 };
 pub use raw::{h2py, python_h2_ready, raw_exchange, raw_request, RawReply};
+pub use redis::{StoreKind, StoreServer};
 
 /// The TCP port the tests protect.
 pub const TCP_PORT: u16 = 8443;

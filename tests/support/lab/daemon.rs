@@ -160,6 +160,7 @@ pub fn xdpgate(bin: &Path, args: &[&str]) -> CliOutput {
 pub struct Daemon {
     child: Option<Child>,
     server_ns: String,
+    admin_port: u16,
     log: PathBuf,
 }
 
@@ -167,7 +168,7 @@ impl Daemon {
     /// Starts the daemon with `config` and the workdir's pin and state
     /// directories. `name` tells its log file from another instance's.
     pub fn start(lab: &Lab, work: &Workdir, config: &Path, name: &str) -> Daemon {
-        Daemon::start_with_env(lab, work, config, name, &[])
+        Daemon::spawn(lab, work, config, name, ADMIN_PORT, &[])
     }
 
     /// As [`Daemon::start`], with `env` added to the daemon's environment
@@ -177,6 +178,29 @@ impl Daemon {
         work: &Workdir,
         config: &Path,
         name: &str,
+        env: &[(String, String)],
+    ) -> Daemon {
+        Daemon::spawn(lab, work, config, name, ADMIN_PORT, env)
+    }
+
+    /// [`Daemon::start`] with the admin listener on 127.0.0.1:`admin_port`,
+    /// for several daemons in one server namespace.
+    pub fn start_with_admin(
+        lab: &Lab,
+        work: &Workdir,
+        config: &Path,
+        name: &str,
+        admin_port: u16,
+    ) -> Daemon {
+        Daemon::spawn(lab, work, config, name, admin_port, &[])
+    }
+
+    fn spawn(
+        lab: &Lab,
+        work: &Workdir,
+        config: &Path,
+        name: &str,
+        admin_port: u16,
         env: &[(String, String)],
     ) -> Daemon {
         let log = work.path(&format!("{name}.log"));
@@ -196,7 +220,7 @@ impl Daemon {
             .arg("--state-dir")
             .arg(&work.state_dir)
             .arg("--admin-listen")
-            .arg(format!("127.0.0.1:{ADMIN_PORT}"))
+            .arg(format!("127.0.0.1:{admin_port}"))
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
@@ -206,6 +230,7 @@ impl Daemon {
         Daemon {
             child: Some(child),
             server_ns: lab.server_ns.clone(),
+            admin_port,
             log,
         }
     }
@@ -215,6 +240,11 @@ impl Daemon {
         let mut daemon = Daemon::start(lab, work, config, name);
         daemon.wait_ready(Duration::from_secs(10));
         daemon
+    }
+
+    /// `/metrics` of this daemon.
+    pub fn metrics(&self) -> Metrics {
+        Metrics::scrape_at(&self.server_ns, self.admin_port)
     }
 
     pub fn pid(&self) -> u32 {
@@ -236,7 +266,7 @@ impl Daemon {
                     panic!("the daemon exited ({status}) before it was ready");
                 }
             }
-            match admin_get(&self.server_ns, "/readyz") {
+            match admin_get_at(&self.server_ns, self.admin_port, "/readyz") {
                 Ok(reply) if reply.status == 200 => return,
                 Ok(reply) => last = format!("{} {}", reply.status, reply.body.trim()),
                 Err(e) => last = e.to_string(),
@@ -297,8 +327,13 @@ pub struct HttpReply {
 /// A plain HTTP/1.1 GET of `path` on the admin listener, from inside the
 /// server namespace.
 pub fn admin_get(server_ns: &str, path: &str) -> std::io::Result<HttpReply> {
+    admin_get_at(server_ns, ADMIN_PORT, path)
+}
+
+/// [`admin_get`] on an admin listener at 127.0.0.1:`port`.
+pub fn admin_get_at(server_ns: &str, port: u16, path: &str) -> std::io::Result<HttpReply> {
     in_netns(server_ns, || {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, ADMIN_PORT));
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         write!(
@@ -355,7 +390,12 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn scrape(server_ns: &str) -> Metrics {
-        let reply = admin_get(server_ns, "/metrics").expect("GET /metrics");
+        Metrics::scrape_at(server_ns, ADMIN_PORT)
+    }
+
+    /// `/metrics` of the admin listener at 127.0.0.1:`port`.
+    pub fn scrape_at(server_ns: &str, port: u16) -> Metrics {
+        let reply = admin_get_at(server_ns, port, "/metrics").expect("GET /metrics");
         assert_eq!(reply.status, 200, "GET /metrics: {}", reply.body);
         Metrics::parse(&reply.body)
     }

@@ -37,6 +37,7 @@ mod htpasswd;
 mod ip_allow;
 pub mod rate_limit;
 pub mod rate_limit_redis;
+pub mod rate_limit_store_pool;
 mod rewrite;
 pub mod stack;
 
@@ -91,7 +92,7 @@ impl Built {
                         })
                         .clone()
                 });
-                let limiter = rate_limit::RateLimit::new(c)?;
+                let limiter = rate_limit::RateLimit::new(name, c)?;
                 Built::RateLimit(Arc::new(rate_limit::RateLimited::new(
                     limiter,
                     keys,

@@ -57,7 +57,8 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
-    pub fn new(config: &RateLimitConfig) -> Result<Self> {
+    /// `middleware` names the limit in the store's log lines.
+    pub fn new(middleware: &str, config: &RateLimitConfig) -> Result<Self> {
         let average = config.average.max(1);
         let every = config.period / average;
         let burst = NonZeroU32::new(config.burst.max(1)).context("burst")?;
@@ -73,7 +74,7 @@ impl RateLimit {
             ipv6_subnet: config.ipv6_subnet,
             source: config.source.clone(),
             shared: match &config.store {
-                Some(store) => Some(RedisLimit::new(config, store)?),
+                Some(store) => Some(RedisLimit::new(middleware, config, store)?),
                 None => None,
             },
         })
@@ -269,15 +270,18 @@ mod tests {
     use super::*;
 
     fn limit(average: u32, period: Duration, burst: u32, max_keys: usize) -> RateLimit {
-        RateLimit::new(&RateLimitConfig {
-            average,
-            period,
-            burst,
-            ipv6_subnet: Some(64),
-            max_keys,
-            source: Default::default(),
-            store: None,
-        })
+        RateLimit::new(
+            "test",
+            &RateLimitConfig {
+                average,
+                period,
+                burst,
+                ipv6_subnet: Some(64),
+                max_keys,
+                source: Default::default(),
+                store: None,
+            },
+        )
         .unwrap()
     }
 

@@ -8,23 +8,32 @@
 //! answers `NOSCRIPT` (the redis crate's `Script`).
 //!
 //! Each request gets `timeout` for the answer; the caller applies
-//! `on_error` when it is not there. Connections are a small pool of
-//! multiplexed, self-reconnecting `ConnectionManager`s, so a restarted store
-//! is used again without a reload. Username and password come from files
-//! and go nowhere else (not into logs, errors or labels).
+//! `on_error` when it is not there. Connections are a small pool
+//! ([`StorePool`]) of multiplexed, self-reconnecting `ConnectionManager`s,
+//! so a restarted store is used again without a reload. A request that
+//! finds its connection broken (the store restarted, or was down when the
+//! connection was last tried) tries once more on the fresh connection the
+//! manager has begun, within the same budget: after the store returns, no
+//! request takes the fallback. Connection attempts are made when requests
+//! need them, never retried after a pause, so no request waits out a
+//! back-off. Username and password come from files and go nowhere else
+//! (not into logs, errors or labels).
 use std::{
     net::IpAddr,
-    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Mutex,
+    },
     time::Duration,
 };
 
 use anyhow::{bail, Context as _, Result};
 use redis::{
-    aio::{ConnectionManager, ConnectionManagerConfig},
-    Client, ConnectionAddr, IntoConnectionInfo as _, RedisConnectionInfo, Script,
+    aio::ConnectionManagerConfig, Client, ConnectionAddr, ErrorKind, IntoConnectionInfo as _,
+    RedisConnectionInfo, RedisError, Script, ServerErrorKind,
 };
 
-use super::{RateLimitConfig, RedisStoreConfig, StoreFallback};
+use super::{rate_limit_store_pool::StorePool, RateLimitConfig, RedisStoreConfig, StoreFallback};
 
 /// KEYS[1]: the client's key. ARGV[1]: `t`, ARGV[2]: `tau`, in
 /// microseconds. Returns `{1, 0}` to allow, `{0, wait_us}` to refuse.
@@ -55,8 +64,7 @@ pub enum Verdict {
 }
 
 pub struct RedisLimit {
-    pool: Vec<ConnectionManager>,
-    next: AtomicUsize,
+    pool: StorePool,
     script: Script,
     key_prefix: String,
     t_micros: u64,
@@ -66,7 +74,12 @@ pub struct RedisLimit {
     /// Whether the last request failed, so a failing store is logged once
     /// when it starts failing and once when it is back, not per request.
     failing: AtomicBool,
+    /// Why the store failed when that was last logged: a new reason is
+    /// logged too (refused connections that become refused credentials).
+    reason: Mutex<String>,
     address: String,
+    /// The middleware's name, for the log.
+    middleware: String,
 }
 
 impl RedisLimit {
@@ -76,22 +89,24 @@ impl RedisLimit {
     ///
     /// # Panics
     /// Outside a tokio runtime.
-    pub fn new(limit: &RateLimitConfig, store: &RedisStoreConfig) -> Result<RedisLimit> {
+    pub fn new(
+        middleware: &str,
+        limit: &RateLimitConfig,
+        store: &RedisStoreConfig,
+    ) -> Result<RedisLimit> {
         let client = client(store)?;
+        // One attempt per connection: the requests that need a connection
+        // drive the attempts, so none waits out the manager's back-off.
         let connections = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(store.timeout.max(Duration::from_millis(250))))
             .set_response_timeout(Some(store.timeout.max(Duration::from_millis(250))))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let pool = (0..store.pool.max(1))
-            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), connections.clone()))
-            .collect::<Result<Vec<_>, _>>()
+            .set_number_of_retries(0);
+        let pool = StorePool::new(client, connections, store.pool)
             .with_context(|| format!("preparing connections to {}", store.address))?;
         let t = limit.period / limit.average.max(1);
         let t_micros = u64::try_from(t.as_micros()).unwrap_or(u64::MAX).max(1);
         Ok(RedisLimit {
             pool,
-            next: AtomicUsize::new(0),
             script: Script::new(GCRA),
             key_prefix: store.key_prefix.clone(),
             t_micros,
@@ -99,27 +114,45 @@ impl RedisLimit {
             timeout: store.timeout,
             on_error: store.on_error,
             failing: AtomicBool::new(false),
+            reason: Mutex::new(String::new()),
             address: store.address.clone(),
+            middleware: middleware.to_string(),
         })
     }
 
     /// Asks the store about one request of `client` (already grouped by
     /// prefix). `Err` says why there is no answer within the budget.
     pub async fn check(&self, client: IpAddr) -> Result<Verdict, String> {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len();
-        let mut connection = self.pool[index].clone();
+        let (slot, mut connection) = self.pool.take();
         let mut invocation = self.script.prepare_invoke();
         invocation
             .key(format!("{}{client}", self.key_prefix))
             .arg(self.t_micros)
             .arg(self.tau_micros);
-        let asked = invocation.invoke_async::<(i64, i64)>(&mut connection);
+        let asked = async {
+            match invocation.invoke_async::<(i64, i64)>(&mut connection).await {
+                // The manager has begun a new connection by now; the
+                // script had not run, or ran on a connection that died
+                // before it answered (then this request counts twice:
+                // the error is on the strict side).
+                Err(error) if is_connection_error(&error) => {
+                    invocation.invoke_async(&mut connection).await
+                }
+                other => other,
+            }
+        };
         let outcome = match tokio::time::timeout(self.timeout, asked).await {
             Ok(Ok((1, _))) => Ok(Verdict::Allow),
             Ok(Ok((_, wait))) => Ok(Verdict::Deny(Duration::from_micros(
                 u64::try_from(wait).unwrap_or(0),
             ))),
-            Ok(Err(error)) => Err(describe(&error)),
+            Ok(Err(error)) => {
+                if !is_connection_error(&error) && !error.is_timeout() {
+                    // The manager reconnects only after I/O errors.
+                    self.pool.renew(slot);
+                }
+                Err(describe(&error))
+            }
             Err(_) => Err(format!("no answer within {:?}", self.timeout)),
         };
         self.note(&outcome);
@@ -127,33 +160,87 @@ impl RedisLimit {
     }
 
     fn note(&self, outcome: &Result<Verdict, String>) {
-        let failed = outcome.is_err();
-        if self.failing.swap(failed, Ordering::Relaxed) == failed {
+        let Err(why) = outcome else {
+            if self.failing.swap(false, Ordering::Relaxed) {
+                if let Ok(mut reason) = self.reason.lock() {
+                    reason.clear();
+                }
+                tracing::info!(
+                    middleware = %self.middleware,
+                    store = %self.address,
+                    "the rate limit store answers again"
+                );
+            }
+            return;
+        };
+        self.failing.store(true, Ordering::Relaxed);
+        let Ok(mut reason) = self.reason.lock() else {
+            return;
+        };
+        if *reason == *why {
             return;
         }
-        match outcome {
-            Err(why) => tracing::warn!(
-                store = %self.address,
-                fallback = self.on_error.label(),
-                "the rate limit store does not answer ({why}); requests get the fallback \
-                 until it does"
-            ),
-            Ok(_) => tracing::info!(store = %self.address, "the rate limit store answers again"),
-        }
+        why.clone_into(&mut reason);
+        tracing::warn!(
+            middleware = %self.middleware,
+            store = %self.address,
+            fallback = self.on_error.label(),
+            "the rate limit store does not answer ({why}); requests get the fallback \
+             until it does"
+        );
     }
 }
 
-/// The redis error's kind, never its text (which may echo the command).
-fn describe(error: &redis::RedisError) -> String {
+/// A connection that broke or could not be made, as opposed to an answer
+/// the store gave (refused credentials, a script error) or a budget spent.
+fn is_connection_error(error: &RedisError) -> bool {
+    !error.is_timeout()
+        && (error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal())
+}
+
+/// What went wrong, for the log: the kind of error, with the I/O or TLS
+/// error's own text where there is one, never a server reply's text (which
+/// may echo the command).
+fn describe(error: &RedisError) -> String {
     if error.is_timeout() {
-        "timeout".to_string()
-    } else if error.is_connection_refusal() {
-        "connection refused".to_string()
-    } else if error.is_io_error() || error.is_connection_dropped() {
-        "connection lost".to_string()
-    } else {
-        format!("{:?}", error.kind())
+        return "timeout".to_string();
     }
+    if error.is_connection_refusal() {
+        return "connection refused".to_string();
+    }
+    match error.kind() {
+        ErrorKind::AuthenticationFailed => "authentication failed: the store refused the \
+            username and password read from username_file and password_file"
+            .to_string(),
+        ErrorKind::Server(ServerErrorKind::NoPerm) => "permission denied (NOPERM): the store's \
+            user may not run EVALSHA, EVAL and SCRIPT LOAD on the key prefix"
+            .to_string(),
+        // The I/O error's own text: "invalid peer certificate:
+        // UnknownIssuer" names a TLS problem.
+        ErrorKind::Io if is_tls_failure(error) => format!("TLS handshake failed: {error}"),
+        ErrorKind::Io => format!("connection lost: {error}"),
+        kind => match error.code() {
+            Some(code) => format!("{kind:?} ({code})"),
+            None => format!("{kind:?}"),
+        },
+    }
+}
+
+/// Whether rustls is behind `error`: its errors come as I/O errors, which
+/// the redis crate keeps behind an `Arc`.
+fn is_tls_failure(error: &RedisError) -> bool {
+    type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+    let Some(source) = std::error::Error::source(error) else {
+        return false;
+    };
+    let source = match source.downcast_ref::<Shared>() {
+        Some(shared) => &**shared as &(dyn std::error::Error + 'static),
+        None => source,
+    };
+    source
+        .downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::get_ref)
+        .is_some_and(|inner| inner.is::<rustls::Error>())
 }
 
 fn client(store: &RedisStoreConfig) -> Result<Client> {
