@@ -346,6 +346,14 @@ fn main() {
             Packet::tcp(member6, 443, Flags::Syn).build(),
         ),
         (
+            "v6 non-member ACK :443",
+            Packet::tcp(&out6, 443, Flags::Ack).build(),
+        ),
+        (
+            "v6 SYN :8080 (unbound)",
+            Packet::tcp(&out6, 8080, Flags::Syn).build(),
+        ),
+        (
             "v6 3 ext headers non-member SYN (drop)",
             Packet::tcp(&out6, 443, Flags::Syn)
                 .exts(&[Ext::HopByHop, Ext::DestOpts, Ext::Routing])
