@@ -192,7 +192,7 @@ async fn serve(
         || ProxyError::internal("no_service", format!("no service `{}`", choice.service));
     let upstream = state
         .upstreams
-        .get(&*choice.service)
+        .get(&choice.service)
         .ok_or_else(no_service)?;
     let stack = state.stack(route).ok_or_else(no_service)?;
     let sticky = EndpointSticky::read(&upstream, request.headers());
