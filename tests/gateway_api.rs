@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use xdpgate_tests::lab::{
     ingress::{from_backend, time_until, tls_secret},
-    kube_api::KubeApi,
+    kube_api::{endpoint_slice, KubeApi},
     lab_ready, members, wait_for, Call, ProxyLab, ProxySetup, PLAIN_PORT, TLS_PORT,
 };
 
@@ -34,21 +34,6 @@ const BACKENDS: [(&str, u16); 9] = [
     ("app", 9428),
     ("billing", 9429),
 ];
-
-fn slice(ns: &str, service: &str, port: u16) -> Value {
-    json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": format!("{service}-x1"),
-            "namespace": ns,
-            "labels": { "kubernetes.io/service-name": service }
-        },
-        "addressType": "IPv4",
-        "ports": [{ "name": "http", "port": port, "protocol": "TCP" }],
-        "endpoints": [{ "addresses": ["127.0.0.1"], "conditions": { "ready": true } }]
-    })
-}
 
 fn class() -> Value {
     json!({
@@ -182,7 +167,7 @@ fn gateway_api_routes_filters_weights_and_status_through_the_watch() {
     let api = KubeApi::start(&proxy.lab.server_ns, API_PORT);
     for (name, port) in BACKENDS {
         let ns = if name == "billing" { "billing" } else { "shop" };
-        api.put(slice(ns, name, port));
+        api.put(endpoint_slice(ns, name, port));
     }
     let secure = proxy.pki.server(&["secure.example.com"]);
     api.put(tls_secret("infra", "edge-tls", &secure));

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use xdpgate_tests::lab::{
     ingress::{from_backend, ingress, no_route, time_until},
-    kube_api::{KubeApi, KubeTls},
+    kube_api::{endpoint_slice, KubeApi, KubeTls},
     lab_ready, members, wait_for, Call, ProxyLab, ProxyPki, ProxySetup,
 };
 
@@ -145,23 +145,6 @@ fn our_ingresses_publish_the_selected_nodes_addresses_once_and_others_are_untouc
     assert!(api.get(&theirs).expect("the nginx Ingress")["status"].is_null());
 }
 
-/// An EndpointSlice of Service `service` with one ready endpoint,
-/// 127.0.0.1:`port`.
-fn slice(ns: &str, service: &str, port: u16) -> Value {
-    json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": format!("{service}-abcde"),
-            "namespace": ns,
-            "labels": { "kubernetes.io/service-name": service }
-        },
-        "addressType": "IPv4",
-        "ports": [{ "name": "http", "port": port, "protocol": "TCP" }],
-        "endpoints": [{ "addresses": ["127.0.0.1"], "conditions": { "ready": true } }]
-    })
-}
-
 #[test]
 fn in_cluster_the_daemon_verifies_the_ca_and_authenticates_with_the_token_file() {
     let test = "in_cluster_the_daemon_verifies_the_ca_and_authenticates_with_the_token_file";
@@ -188,7 +171,7 @@ fn in_cluster_the_daemon_verifies_the_ca_and_authenticates_with_the_token_file()
         &[("api.example.com", "api", 80)],
         None,
     ));
-    api.put(slice("honeydue", "api", 9412));
+    api.put(endpoint_slice("honeydue", "api", 9412));
 
     // The service account as the kubelet mounts it, but elsewhere; first
     // with a CA that did not sign the API server's certificate.

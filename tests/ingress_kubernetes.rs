@@ -8,32 +8,14 @@
 //! the TLS Secret's certificate must be served by SNI. Needs root.
 use std::time::Duration;
 
-use serde_json::{json, Value};
 use xdpgate_tests::lab::{
     ingress::{from_backend, ingress, no_route, time_until, tls_secret},
-    kube_api::KubeApi,
+    kube_api::{endpoint_slice, KubeApi},
     lab_ready, members, wait_for, Call, Metrics, ProxyLab, ProxySetup,
 };
 
 const API_PORT: u16 = 9700;
 const LIMIT: Duration = Duration::from_secs(2);
-
-/// An EndpointSlice of Service `service` with one ready endpoint,
-/// 127.0.0.1:`port`.
-fn slice(ns: &str, service: &str, port: u16) -> Value {
-    json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": format!("{service}-abcde"),
-            "namespace": ns,
-            "labels": { "kubernetes.io/service-name": service }
-        },
-        "addressType": "IPv4",
-        "ports": [{ "name": "http", "port": port, "protocol": "TCP" }],
-        "endpoints": [{ "addresses": ["127.0.0.1"], "conditions": { "ready": true } }]
-    })
-}
 
 fn counter(proxy: &ProxyLab, name: &str) -> f64 {
     Metrics::scrape(&proxy.lab.server_ns)
@@ -78,7 +60,7 @@ fn the_kubernetes_watch_is_followed_through_changes_breaks_and_410_gone() {
         ("api-v2", 9403),
         ("late", 9404),
     ] {
-        api.put(slice("honeydue", service, port));
+        api.put(endpoint_slice("honeydue", service, port));
     }
     let kubeconfig = proxy.work.write("kubeconfig", &api.kubeconfig());
     let rest = format!(
@@ -142,7 +124,7 @@ fn the_kubernetes_watch_is_followed_through_changes_breaks_and_410_gone() {
     );
 
     // The Service's endpoints move: the EndpointSlice is followed.
-    api.put(slice("honeydue", "api-v2", 9404));
+    api.put(endpoint_slice("honeydue", "api-v2", 9404));
     let moved = time_until(
         &proxy,
         &plain("api.example.com"),
@@ -150,7 +132,7 @@ fn the_kubernetes_watch_is_followed_through_changes_breaks_and_410_gone() {
         "slice update",
         from_backend("late"),
     );
-    api.put(slice("honeydue", "api-v2", 9403));
+    api.put(endpoint_slice("honeydue", "api-v2", 9403));
     time_until(
         &proxy,
         &plain("api.example.com"),
@@ -182,7 +164,7 @@ fn the_kubernetes_watch_is_followed_through_changes_breaks_and_410_gone() {
     let (_, watches_before) = api.ingress_requests();
     api.cut_watches();
     let late = ingress("shop", "late", &[("late.example.com", "late", 80)], None);
-    api.put(slice("shop", "late", 9404));
+    api.put(endpoint_slice("shop", "late", 9404));
     api.put(late.clone());
     let after_cut = time_until(
         &proxy,

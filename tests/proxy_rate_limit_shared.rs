@@ -10,14 +10,11 @@
 //! decided by it, on every daemon, without a reload and without one more
 //! fallback, whether a daemon's connections were tried while the store was
 //! down or broke unused. Needs root (namespaces, XDP) and redis-server.
-use std::{
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use xdpgate_tests::lab::{
-    in_netns, lab_ready, Backend, Daemon, Lab, Metrics, StoreKind, StoreServer, Workdir,
+    in_netns, lab_ready, loopback_status, store_errors, Backend, Daemon, Lab, StoreKind,
+    StoreServer, Workdir,
 };
 
 const BURST: usize = 30;
@@ -107,7 +104,7 @@ impl Cluster {
     fn send(&self, host: &str, first: usize, count: usize, every: usize) -> (usize, usize) {
         in_netns(&self.lab.server_ns, || {
             let statuses: Vec<u16> = (0..count)
-                .map(|i| status(PROXY_PORTS[(first + i * every) % 3], host))
+                .map(|i| loopback_status(PROXY_PORTS[(first + i * every) % 3], host))
                 .collect();
             assert!(
                 statuses.iter().all(|s| *s == 200 || *s == 429),
@@ -168,34 +165,6 @@ proxy:
     - {{ host: deny.test, service: "127.0.0.1:{BACKEND_PORT}", middlewares: [shared_deny] }}
 "#
     )
-}
-
-/// The status of one `GET /` with `Host: host` (0 when there is none).
-fn status(port: u16, host: &str) -> u16 {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return 0;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return 0;
-    }
-    let mut reply = String::new();
-    let _ = stream.read_to_string(&mut reply);
-    reply
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0)
-}
-
-fn store_errors(metrics: &Metrics, middleware: &str, outcome: &str) -> u64 {
-    metrics
-        .get(
-            "xdpgate_rate_limit_store_errors_total",
-            &[("middleware", middleware), ("outcome", outcome)],
-        )
-        .unwrap_or(0.0) as u64
 }
 
 #[test]

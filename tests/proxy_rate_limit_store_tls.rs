@@ -18,16 +18,14 @@
 //!
 //! Needs root (namespaces, XDP) and redis-server.
 use std::{
-    io::{Read as _, Write as _},
-    net::TcpStream,
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
 };
 
 use xdpgate_tests::lab::{
-    in_netns, lab_ready, wait_for, Backend, Daemon, Lab, Metrics, ProxyPki, StoreKind, StoreServer,
-    Workdir,
+    in_netns, lab_ready, loopback_status, store_errors, wait_for, Backend, Daemon, Lab, ProxyPki,
+    StoreKind, StoreServer, Workdir,
 };
 
 const BURST: usize = 20;
@@ -37,24 +35,6 @@ const PROXY_PORT: u16 = 8081;
 const PASSWORD: &str = "store-pass-4b1f0c9e";
 const WRONG_PASSWORD: &str = "not-the-pass-77d2a3";
 const ADMIN_PASSWORD: &str = "admin-pass-0e6c2d";
-
-fn status(host: &str) -> u16 {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", PROXY_PORT)) else {
-        return 0;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return 0;
-    }
-    let mut reply = String::new();
-    let _ = stream.read_to_string(&mut reply);
-    reply
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0)
-}
 
 #[test]
 fn tls_and_acl_store_enforces_the_budget_and_names_what_is_wrong() {
@@ -76,7 +56,11 @@ fn tls_and_acl_store_enforces_the_budget_and_names_what_is_wrong() {
     let daemon = Daemon::start_ready(&lab, &work, &config, "daemon");
 
     let (good, bad_password, bad_ca) = in_netns(&lab.server_ns, || {
-        let count = |host: &str, n: usize| (0..n).filter(|_| status(host) == 200).count();
+        let count = |host: &str, n: usize| {
+            (0..n)
+                .filter(|_| loopback_status(PROXY_PORT, host) == 200)
+                .count()
+        };
         (
             count("good.test", BURST + 10),
             count("password.test", 5),
@@ -261,20 +245,11 @@ fn wait_until_the_store_decides(lab: &Lab, daemon: &Daemon) {
             let before = local_fallbacks();
             in_netns(&lab.server_ns, || {
                 (0..8).for_each(|_| {
-                    status("password.test");
+                    loopback_status(PROXY_PORT, "password.test");
                 })
             });
             local_fallbacks() - before
         },
         |fallbacks| *fallbacks == 0,
     );
-}
-
-fn store_errors(metrics: &Metrics, middleware: &str, outcome: &str) -> u64 {
-    metrics
-        .get(
-            "xdpgate_rate_limit_store_errors_total",
-            &[("middleware", middleware), ("outcome", outcome)],
-        )
-        .unwrap_or(0.0) as u64
 }

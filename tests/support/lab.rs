@@ -47,8 +47,8 @@ pub use proxy::{
     access_log, curl, memory_kib, proxy_config, tools_ready, H2loadSummary, HostsDaemon, Issued,
     ProxyLab, ProxyPki, ProxySetup, PLAIN_PORT, TLS_PORT,
 };
-pub use raw::{h2py, python_h2_ready, raw_exchange, raw_request, RawReply};
-pub use redis::{StoreKind, StoreServer};
+pub use raw::{h2py, loopback_status, python_h2_ready, raw_exchange, raw_request, RawReply};
+pub use redis::{store_errors, StoreKind, StoreServer};
 
 /// The TCP port the tests protect.
 pub const TCP_PORT: u16 = 8443;

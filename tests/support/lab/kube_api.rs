@@ -573,3 +573,20 @@ fn watch_stream(shared: Arc<Shared>, kind: usize, from: u64) -> Response<Body> {
         .body(StreamBody::new(stream).boxed())
         .expect("response")
 }
+
+/// An EndpointSlice of Service `service` in `ns` with one ready endpoint,
+/// 127.0.0.1:`port` (port name `http`), as the watch tests feed it.
+pub fn endpoint_slice(ns: &str, service: &str, port: u16) -> Value {
+    json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": format!("{service}-abcde"),
+            "namespace": ns,
+            "labels": { "kubernetes.io/service-name": service }
+        },
+        "addressType": "IPv4",
+        "ports": [{ "name": "http", "port": port, "protocol": "TCP" }],
+        "endpoints": [{ "addresses": ["127.0.0.1"], "conditions": { "ready": true } }]
+    })
+}

@@ -330,3 +330,24 @@ pub fn h2py(
     serde_json::from_str(out.stdout.trim())
         .unwrap_or_else(|e| panic!("h2_client.py printed no JSON ({e}): {}", out.stdout))
 }
+
+/// The status of one plain `GET /` with `Host: host` to 127.0.0.1:`port`,
+/// in the calling thread's namespace; 0 when there is no answer.
+pub fn loopback_status(port: u16, host: &str) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::net::in_netns;
+use super::{daemon::Metrics, net::in_netns};
 
 /// Which server: both take the same options and speak the same protocol.
 #[derive(Clone, Copy, Debug)]
@@ -135,4 +135,15 @@ impl Drop for StoreServer {
             eprintln!("---- {program} log ----\n{}---- end ----", self.log());
         }
     }
+}
+
+/// `xdpgate_rate_limit_store_errors_total{middleware,outcome}` in a scrape
+/// (0 when the series is absent).
+pub fn store_errors(metrics: &Metrics, middleware: &str, outcome: &str) -> u64 {
+    metrics
+        .get(
+            "xdpgate_rate_limit_store_errors_total",
+            &[("middleware", middleware), ("outcome", outcome)],
+        )
+        .unwrap_or(0.0) as u64
 }
