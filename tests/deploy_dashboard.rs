@@ -11,17 +11,16 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     io::{Read as _, Write as _},
-    path::PathBuf,
     time::Duration,
 };
 
 use serde_json::Value;
+use xdpgate_tests::dashboard::{self, DASHBOARD};
 use xdpgate_tests::lab::{
     admin_get, connect_from, in_netns, lab_ready, members, outsiders, wait_for, Call, ProxyLab,
     ProxySetup, TLS_PORT,
 };
 
-const DASHBOARD: &str = "deploy/grafana/xdpgate-dashboard.json";
 const DATASOURCE: &str = "${datasource}";
 const APP_PORT: u16 = 9100;
 /// Nothing listens here: the `down` service answers 502 (`connect`).
@@ -43,63 +42,6 @@ const REQUIRED: [&str; 13] = [
     "xdpgate_set_refresh_total",
     "xdpgate_filter_top_source_drops",
 ];
-
-fn dashboard() -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(DASHBOARD);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{DASHBOARD} is not JSON: {e}"))
-}
-
-/// Every panel, rows' nested panels included.
-fn panels(dashboard: &Value) -> Vec<&Value> {
-    let mut all = Vec::new();
-    let mut stack: Vec<&Value> = dashboard["panels"]
-        .as_array()
-        .expect("`panels` is a list")
-        .iter()
-        .collect();
-    while let Some(panel) = stack.pop() {
-        if let Some(nested) = panel["panels"].as_array() {
-            stack.extend(nested);
-        }
-        all.push(panel);
-    }
-    all
-}
-
-/// `(panel title, expr)` of every panel target, and `("$name", query)` of
-/// every query variable.
-fn queries(dashboard: &Value) -> Vec<(String, String)> {
-    let mut queries = Vec::new();
-    for panel in panels(dashboard) {
-        let title = panel["title"].as_str().unwrap_or("(untitled)");
-        for target in panel["targets"].as_array().into_iter().flatten() {
-            let expr = target["expr"]
-                .as_str()
-                .unwrap_or_else(|| panic!("panel `{title}`: a target without `expr`"));
-            queries.push((title.to_string(), expr.to_string()));
-        }
-    }
-    for variable in dashboard["templating"]["list"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        if variable["type"] == "query" {
-            let query = match &variable["query"] {
-                Value::String(q) => q.clone(),
-                q => q["query"].as_str().unwrap_or_default().to_string(),
-            };
-            queries.push((
-                format!("${}", variable["name"].as_str().unwrap_or("?")),
-                query,
-            ));
-        }
-    }
-    queries
-}
 
 fn ident_char(c: char) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'
@@ -129,7 +71,7 @@ fn metric_uses(expr: &str) -> Vec<(&str, &str)> {
 /// Every metric name the dashboard queries, with the panels that use it.
 fn queried_metrics(dashboard: &Value) -> BTreeMap<String, BTreeSet<String>> {
     let mut metrics: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (title, expr) in queries(dashboard) {
+    for (title, expr) in dashboard::queries(dashboard) {
         for (name, _) in metric_uses(&expr) {
             metrics
                 .entry(name.to_string())
@@ -224,7 +166,7 @@ impl Scrape {
 
 #[test]
 fn the_dashboard_is_a_grafana_dashboard_over_a_prometheus_datasource_variable() {
-    let dashboard = dashboard();
+    let dashboard = dashboard::dashboard();
     let schema = dashboard["schemaVersion"].as_u64().expect("schemaVersion");
     assert!(
         (36..=41).contains(&schema),
@@ -247,7 +189,7 @@ fn the_dashboard_is_a_grafana_dashboard_over_a_prometheus_datasource_variable() 
     );
 
     let mut ids = BTreeSet::new();
-    for panel in panels(&dashboard) {
+    for panel in dashboard::panels(&dashboard) {
         let title = panel["title"].as_str().expect("every panel has a title");
         let id = panel["id"].as_u64().expect("every panel has an id");
         assert!(ids.insert(id), "panel id {id} (`{title}`) is used twice");
@@ -285,7 +227,7 @@ fn the_dashboard_is_a_grafana_dashboard_over_a_prometheus_datasource_variable() 
 
     // Counters only through rate() or increase(): a raw counter graph
     // resets with every restart and says nothing.
-    for (title, expr) in queries(&dashboard) {
+    for (title, expr) in dashboard::queries(&dashboard) {
         for (name, before) in metric_uses(&expr) {
             if name.ends_with("_total") || name.ends_with("_bucket") {
                 let before = before.trim_end();
@@ -318,7 +260,7 @@ fn every_metric_the_dashboard_queries_is_in_the_daemons_scrape() {
     if !lab_ready(test, &[]) {
         return;
     }
-    let queried = queried_metrics(&dashboard());
+    let queried = queried_metrics(&dashboard::dashboard());
 
     let mut proxy = ProxyLab::new("dsh", env!("CARGO_BIN_EXE_xdpgate-under-test"));
     let _app = proxy.echo_backend("app", APP_PORT);

@@ -10,18 +10,17 @@
 //! Needs root, `prometheus` and `promtool` (`cargo xtask setup`).
 use std::{
     io::Write as _,
-    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
 };
 
 use serde_json::Value;
+use xdpgate_tests::dashboard;
 use xdpgate_tests::lab::{
     admin_get, connect_from, in_netns, lab_ready, members, outsiders, wait_for, Call, ProxyLab,
     ProxySetup, ADMIN_PORT, TLS_PORT,
 };
 
-const DASHBOARD: &str = "deploy/grafana/xdpgate-dashboard.json";
 const PROMETHEUS_PORT: u16 = 9090;
 const APP_PORT: u16 = 9100;
 /// Nothing listens here: the `down` service answers 502.
@@ -137,42 +136,6 @@ impl Drop for Prometheus {
     }
 }
 
-/// `(where, query)`: every panel target's `expr` and every query variable.
-fn dashboard_queries(path: &Path) -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
-    let mut queries = Vec::new();
-    let mut stack: Vec<&Value> = dashboard["panels"]
-        .as_array()
-        .expect("panels")
-        .iter()
-        .collect();
-    while let Some(panel) = stack.pop() {
-        if let Some(nested) = panel["panels"].as_array() {
-            stack.extend(nested);
-        }
-        let title = panel["title"].as_str().unwrap_or("(untitled)");
-        for target in panel["targets"].as_array().into_iter().flatten() {
-            let expr = target["expr"].as_str().expect("a target's expr");
-            queries.push((format!("panel `{title}`"), expr.to_string()));
-        }
-    }
-    for variable in dashboard["templating"]["list"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        if variable["type"] == "query" {
-            let query = match &variable["query"] {
-                Value::String(q) => q.clone(),
-                q => q["query"].as_str().unwrap_or_default().to_string(),
-            };
-            queries.push((format!("variable ${}", variable["name"]), query));
-        }
-    }
-    queries
-}
-
 fn substitute(expr: &str) -> String {
     let mut out = expr.to_string();
     for (name, value) in GRAFANA_VARIABLES {
@@ -264,10 +227,7 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus_and_promtool_accept
     if !lab_ready(test, &["prometheus", "promtool", "curl"]) {
         return;
     }
-    let dashboard = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(DASHBOARD);
-    let queries = dashboard_queries(&dashboard);
+    let queries = dashboard::queries(&dashboard::dashboard());
     assert!(
         queries.len() >= 20,
         "the dashboard has its queries: {queries:?}"

@@ -13,6 +13,7 @@ use etherparse::{
 use xdpgate::{filter::Filter, policy::CompiledPolicy};
 use xdpgate_common::{Family, Reason};
 
+pub mod dashboard;
 pub mod lab;
 
 pub const XDP_DROP: u32 = 1;
