@@ -17,8 +17,8 @@ use std::{
 use serde_json::Value;
 use xdpgate_tests::dashboard;
 use xdpgate_tests::lab::{
-    admin_get, connect_from, in_netns, lab_ready, members, outsiders, wait_for, Call, ProxyLab,
-    ProxySetup, ADMIN_PORT, TLS_PORT,
+    admin_get, connect_from, in_netns, lab_ready, members, outsiders, wait_for, ProxyLab,
+    ProxySetup, ADMIN_PORT,
 };
 
 const PROMETHEUS_PORT: u16 = 9090;
@@ -178,34 +178,7 @@ fn no_data(prometheus: &Prometheus, query: &str) -> Option<String> {
 /// The traffic that makes every series of the dashboard exist.
 fn traffic(proxy: &ProxyLab) {
     let member = members()[0];
-    for (call, status) in [
-        (Call::plain(member).host("app.test"), 200),
-        (
-            Call::tls(outsiders()[6])
-                .sni("localhost")
-                .host("app.test")
-                .h2(),
-            200,
-        ),
-        (Call::tls(member).sni("localhost").host("app.test"), 200),
-        (Call::plain(member).host("down.test"), 502),
-    ] {
-        let reply = proxy
-            .send(&call)
-            .unwrap_or_else(|e| panic!("{call:?}: no answer: {e}"));
-        assert_eq!(reply.status, status, "{call:?}: {}", reply.text());
-    }
-    // Plain text on the TLS entrypoint: a failed handshake.
-    in_netns(&proxy.lab.client_ns, || {
-        use std::io::Read as _;
-        let mut stream =
-            connect_from(member, TLS_PORT, Duration::from_secs(2)).expect("connect to :8443");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(3)))
-            .expect("read timeout");
-        let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n");
-        let _ = stream.read_to_end(&mut Vec::new());
-    });
+    dashboard::proxy_traffic(proxy);
     // The filter: non-members' SYNs to the bound port are dropped (their
     // connects time out), a member's pass.
     in_netns(&proxy.lab.client_ns, || {

@@ -1,8 +1,14 @@
 //! The Grafana dashboard the project ships (`deploy/grafana/`), read as the
 //! tests that check it need it: its panels and every query in it.
-use std::path::PathBuf;
+use std::{
+    io::{Read as _, Write as _},
+    path::PathBuf,
+    time::Duration,
+};
 
 use serde_json::Value;
+
+use crate::lab::{connect_from, in_netns, members, outsiders, Call, ProxyLab, TLS_PORT};
 
 /// The dashboard, from the repository root.
 pub const DASHBOARD: &str = "deploy/grafana/xdpgate-dashboard.json";
@@ -63,4 +69,39 @@ pub fn queries(dashboard: &Value) -> Vec<(String, String)> {
         }
     }
     queries
+}
+
+/// The proxy traffic that gives the dashboard's proxy panels a series each:
+/// a request on each entrypoint (HTTP/1.1 and HTTP/2 over TLS), one whose
+/// upstream refuses (502), and plain text on the TLS entrypoint (a failed
+/// handshake). The proxy serves `app.test` and `down.test`.
+pub fn proxy_traffic(proxy: &ProxyLab) {
+    let member = members()[0];
+    for (call, status) in [
+        (Call::plain(member).host("app.test"), 200),
+        (
+            Call::tls(outsiders()[6])
+                .sni("localhost")
+                .host("app.test")
+                .h2(),
+            200,
+        ),
+        (Call::tls(member).sni("localhost").host("app.test"), 200),
+        (Call::plain(member).host("down.test"), 502),
+    ] {
+        let reply = proxy
+            .send(&call)
+            .unwrap_or_else(|e| panic!("{call:?}: no answer: {e}"));
+        assert_eq!(reply.status, status, "{call:?}: {}", reply.text());
+    }
+    // Plain text on the TLS entrypoint: a failed handshake.
+    in_netns(&proxy.lab.client_ns, || {
+        let mut stream =
+            connect_from(member, TLS_PORT, Duration::from_secs(2)).expect("connect to :8443");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("read timeout");
+        let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n");
+        let _ = stream.read_to_end(&mut Vec::new());
+    });
 }
