@@ -128,7 +128,7 @@ fn account(
     let (kind, message) = (refusal.kind, &refusal.message);
     match refusal.source {
         error::Source::Upstream | error::Source::Internal => tracing::warn!(
-            entrypoint = %record.entrypoint, router = %record.router,
+            entrypoint = %record.entrypoint, router = %record.router.as_deref().unwrap_or(""),
             "{source} error ({kind}): {message}"
         ),
         error::Source::Client | error::Source::Policy => tracing::debug!(
@@ -177,7 +177,7 @@ async fn serve(
                 format!("page not found: no route for host `{host}` and path `{path}`"),
             )
         })?;
-    record.router = route.name.clone();
+    record.router = Some(route.name.clone());
     // A Gateway API route's own answer and rewrite (proxy/route_rules.rs);
     // nothing for other routes.
     if let Some(answer) = route_actions::redirect(route, &request, host.as_deref(), info) {
@@ -187,7 +187,7 @@ async fn serve(
     // A weighted service picks its member here, before the stack, so the
     // access log and the metrics name the service that served.
     let choice = state.balancers.choose(&route.service, request.headers());
-    record.service = choice.service.clone();
+    record.service = Some(choice.service.clone());
     let no_service =
         || ProxyError::internal("no_service", format!("no service `{}`", choice.service));
     let upstream = state

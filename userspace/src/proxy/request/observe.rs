@@ -63,8 +63,8 @@ pub(super) fn record(info: &ConnInfo, request: &Request<Incoming>, logged: bool)
         query: None,
         protocol: protocol_label(request.version()),
         tls_version: info.tls_version,
-        router: Arc::from(""),
-        service: Arc::from(""),
+        router: None,
+        service: None,
         upstream: None,
         status: 0,
         request_bytes: request.body().size_hint().exact(),
@@ -156,31 +156,33 @@ impl Done {
                 entrypoint: r.entrypoint.clone(),
             })
             .observe(secs);
-        if !r.router.is_empty() {
+        if let Some(router) = &r.router {
+            // A route whose service was not found still counts, under "".
+            let service = r.service.clone().unwrap_or_else(|| Arc::from(""));
             m.router_requests
                 .get_or_create(&RouterLabels {
-                    router: r.router.clone(),
-                    service: r.service.clone(),
+                    router: router.clone(),
+                    service: service.clone(),
                     code: r.status,
                     method,
                 })
                 .inc();
             m.router_duration
                 .get_or_create(&RouterOnly {
-                    router: r.router.clone(),
-                    service: r.service.clone(),
+                    router: router.clone(),
+                    service: service.clone(),
                 })
                 .observe(secs);
             m.service_requests
                 .get_or_create(&ServiceLabels {
-                    service: r.service.clone(),
+                    service: service.clone(),
                     code: r.status,
                     method,
                 })
                 .inc();
             m.service_duration
                 .get_or_create(&ServiceOnly {
-                    service: r.service.clone(),
+                    service: service.clone(),
                 })
                 .observe(secs);
         }
