@@ -5,8 +5,7 @@
 /// mimalloc rather than glibc's malloc: a request allocates and frees many
 /// small objects (header maps, boxed futures, body frames), and in a `perf`
 /// profile of the proxy benchmark (its HTTP/1.1 and HTTP/2 steps) glibc's
-/// malloc and free took about 15%
-/// of the daemon's CPU. Set in the library so that the daemon, and the copy
+/// malloc and free took about 15% of the daemon's CPU. Set in the library so that the daemon, and the copy
 /// of it the integration tests run, use the same allocator. Built without
 /// transparent huge pages (`no_thp`): with them, each idle TLS connection
 /// held about 11 KiB more resident memory than under glibc; without, less.
