@@ -211,6 +211,7 @@ impl Daemon {
         let layout = PinLayout::new(&fixed.pin_dir);
         let filter = Filter::open_pinned(&layout)?;
         log_adoption(filter.adoption(), &layout);
+        shared.filter_pinned()?;
         let inputs = Inputs {
             interfaces: resolve_interfaces(&config)?,
             config,

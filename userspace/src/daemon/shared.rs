@@ -83,11 +83,21 @@ impl Shared {
         }
     }
 
+    /// Opens the maps the daemon has just finished pinning, for counters,
+    /// top sources and readiness. Called once the load has pinned every map:
+    /// a handle opened earlier (lazily, on the first scrape or probe) could
+    /// catch the pins half-written, without the per-source map, or hold the
+    /// maps a replaced build left behind, and would then be read for the
+    /// daemon's whole life.
+    pub fn filter_pinned(&self) -> Result<(), crate::filter::FilterError> {
+        let opened = PinnedFilter::open(&self.pin_dir)?;
+        *self.pinned.lock().unwrap_or_else(|e| e.into_inner()) = Some(opened);
+        Ok(())
+    }
+
+    /// `read` on the maps [`Shared::filter_pinned`] opened; `None` before.
     fn with_pinned<T>(&self, read: impl FnOnce(&PinnedFilter) -> Option<T>) -> Option<T> {
-        let mut pinned = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
-        if pinned.is_none() {
-            *pinned = PinnedFilter::open(&self.pin_dir).ok();
-        }
+        let pinned = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
         pinned.as_ref().and_then(read)
     }
 }
