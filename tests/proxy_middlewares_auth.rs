@@ -156,7 +156,12 @@ fn basic_auth_checks_htpasswd_users_and_follows_the_file() {
     assert_eq!(login("alice", "wonder land"), 401, "alice was removed");
 
     // A bad file keeps the users in force, and is reported without its content.
-    std::fs::write(&users, "eve:plaintextsecret\n").unwrap();
+    // Replaced whole, as before: written in place, the upkeep could read it
+    // empty first (refused as "no user", counted once) and the count would
+    // reach 1 before the bad line was read and logged.
+    let bad = proxy.work.path("htpasswd.bad");
+    std::fs::write(&bad, "eve:plaintextsecret\n").unwrap();
+    std::fs::rename(&bad, &users).unwrap();
     let metrics = wait_for(
         "the bad file to be counted",
         Duration::from_secs(5),
