@@ -1,8 +1,11 @@
 //! Who is knocking: the real XDP program, run through `BPF_PROG_TEST_RUN`,
-//! counts each drop under its source's /24 or /48 and the reason in its LRU
-//! map, and nothing it passes; the map stays within its bound under more
-//! prefixes than it holds; and `xdpgate top --json`, reading that map through
-//! the pins, ranks the sources by packets and by rate over its interval.
+//! counts each drop under its source's /24 or /48 and the reason in its
+//! per-CPU table, and nothing it passes; the table stays within its bound
+//! under more prefixes than it holds, keeps the newest, and keeps the sources
+//! that keep sending through a flood of one-off ones; an upgrade from the
+//! build before the table unpins the retired LRU map; and `xdpgate top
+//! --json`, reading the table through the pins, ranks the sources by packets
+//! and by rate over its interval.
 //! Needs root; the pin directory is removed on drop, also when an assertion
 //! fails.
 use std::{
@@ -178,47 +181,113 @@ fn drops_are_counted_under_their_source_prefix_and_reason_and_passes_are_not() {
     );
 }
 
+/// Runs the rest of the test on CPU 0: `BPF_PROG_TEST_RUN` runs the program
+/// on the caller's CPU, and the source table is per CPU.
+fn stay_on_one_cpu() {
+    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread only.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "pin the test thread to CPU 0"
+        );
+    }
+}
+
+fn v4_source(i: usize) -> String {
+    format!("10.{}.{}.1", i / 256 % 256, i % 256)
+}
+
+fn v4_prefix(i: usize) -> (IpNet, Reason) {
+    let net = format!("10.{}.{}.0/24", i / 256 % 256, i % 256);
+    key(&net, Reason::DropNotMemberTcp)
+}
+
 #[test]
-fn the_map_stays_within_its_bound_and_keeps_the_latest_sources() {
-    let test = "the_map_stays_within_its_bound_and_keeps_the_latest_sources";
+fn the_table_stays_within_its_bound_and_keeps_the_latest_sources() {
+    let test = "the_table_stays_within_its_bound_and_keeps_the_latest_sources";
     if !have_bpf_privileges(test) {
         return;
     }
+    stay_on_one_cpu();
     let mut harness = Harness::with_policy(&policy());
     let filter = &mut harness.filter;
-    let distinct = SOURCE_ENTRIES as usize + SOURCE_ENTRIES as usize / 4;
-    let mut last = String::new();
+    let distinct = SOURCE_ENTRIES as usize * 2;
     for i in 0..distinct {
-        last = format!("10.{}.{}.1", i / 256, i % 256);
-        let frame = Packet::tcp(&last, PORT, Flags::Syn).build();
+        let frame = Packet::tcp(&v4_source(i), PORT, Flags::Syn).build();
         assert_eq!(send(filter, &frame), XDP_DROP);
     }
-    let sources = filter.sources().expect("read the per-source map");
+    let sources = filter.sources().expect("read the per-source table");
     assert!(
         sources.tracked() <= SOURCE_ENTRIES as usize,
-        "{} pairs tracked, bound {SOURCE_ENTRIES}",
+        "{} pairs tracked on one CPU, bound {SOURCE_ENTRIES}",
         sources.tracked()
     );
     assert!(
-        sources.tracked() > SOURCE_ENTRIES as usize / 2,
-        "the LRU keeps most of its bound: {} tracked",
+        sources.tracked() > SOURCE_ENTRIES as usize * 3 / 4,
+        "the table keeps most of its bound: {} tracked",
         sources.tracked()
     );
-    let newest = xdpgate::filter::sources::source_prefix(last.parse().unwrap());
-    assert_eq!(
-        sources
-            .counts
-            .get(&(newest, Reason::DropNotMemberTcp))
-            .map(|c| c.packets),
-        Some(1),
-        "the most recent source ({newest}) is in the map"
-    );
+    // The newest sources are all there, each with its one packet.
+    let newest = (distinct - 512..distinct)
+        .filter(|&i| sources.counts.get(&v4_prefix(i)).map(|c| c.packets) != Some(1))
+        .count();
+    assert_eq!(newest, 0, "{newest} of the 512 newest sources are missing");
+    // The oldest made room.
+    let oldest = (0..4096)
+        .filter(|&i| sources.counts.contains_key(&v4_prefix(i)))
+        .count();
     assert!(
-        !sources
-            .counts
-            .contains_key(&key("10.0.0.0/24", Reason::DropNotMemberTcp)),
-        "the oldest source was evicted to make room"
+        oldest < 4096 / 16,
+        "{oldest} of the 4,096 oldest sources are still tracked"
     );
+}
+
+/// What `xdpgate top` is for: during a flood from ever-new random sources,
+/// the sources that keep sending stay counted from their first packet.
+#[test]
+fn sources_that_keep_dropping_stay_counted_through_a_random_source_flood() {
+    let test = "sources_that_keep_dropping_stay_counted_through_a_random_source_flood";
+    if !have_bpf_privileges(test) {
+        return;
+    }
+    stay_on_one_cpu();
+    let mut harness = Harness::with_policy(&policy());
+    let filter = &mut harness.filter;
+    let heavy = [
+        Packet::tcp("203.0.113.5", PORT, Flags::Syn).build(),
+        Packet::udp("2001:db8:9::1", UDP_PORT).build(),
+    ];
+    let flood = SOURCE_ENTRIES as usize * 3;
+    let mut sent = 0;
+    for i in 0..flood {
+        // A source seen once, never again.
+        let source = format!("10.{}.{}.9", i / 256, i % 256);
+        let frame = Packet::tcp(&source, PORT, Flags::Syn).build();
+        assert_eq!(send(filter, &frame), XDP_DROP);
+        if i % 64 == 0 {
+            for frame in &heavy {
+                assert_eq!(send(filter, frame), XDP_DROP);
+            }
+            sent += 1;
+        }
+    }
+    let sources = filter.sources().expect("read the per-source table");
+    for (net, reason) in [
+        ("203.0.113.0/24", Reason::DropNotMemberTcp),
+        ("2001:db8:9::/48", Reason::DropNotMemberUdp),
+    ] {
+        assert_eq!(
+            sources.counts.get(&key(net, reason)).map(|c| c.packets),
+            Some(sent),
+            "{net} kept its slot through {flood} one-off sources"
+        );
+    }
+    let top = sources.top(None, xdpgate::filter::TopOrder::Packets, None, 2);
+    assert_eq!(top.len(), 2);
+    assert!(top.iter().all(|row| row.packets == sent), "{top:?}");
 }
 
 /// A pin directory with the program's maps in it (nothing attached); removed
@@ -416,8 +485,23 @@ fn pins_from_before_the_source_map_are_adopted_and_the_map_is_added() {
     );
     let missing = pinned.sources().expect_err("no source map pinned");
     assert!(
-        missing.to_string().contains("XDPGATE_SOURCES"),
+        missing.to_string().contains(xdpgate_common::maps::SOURCES),
         "the error names the map: {missing}"
+    );
+    // And the per-source LRU map the build before the table pinned, which
+    // this build does not use.
+    let retired = layout.maps_dir().join("XDPGATE_SOURCES");
+    let created = Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&retired)
+        .args(["type", "lru_percpu_hash", "key", "8", "value", "16"])
+        .args(["entries", "16384", "name", "XDPGATE_SOURCES"])
+        .output()
+        .expect("run bpftool");
+    assert!(
+        created.status.success(),
+        "bpftool map create: {}",
+        String::from_utf8_lossy(&created.stderr)
     );
 
     let mut upgraded = Filter::open_pinned(&layout).expect("reopen pins");
@@ -428,6 +512,7 @@ fn pins_from_before_the_source_map_are_adopted_and_the_map_is_added() {
     );
     assert_eq!(drops(&upgraded), 1, "counters carry on");
     assert!(layout.map_path(xdpgate_common::maps::SOURCES).exists());
+    assert!(!retired.exists(), "the retired map is unpinned");
     assert_eq!(send(&mut upgraded, &syn), XDP_DROP);
     let sources = upgraded.sources().expect("the new map is there");
     assert_eq!(

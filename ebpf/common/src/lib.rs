@@ -12,6 +12,9 @@
 /// a build that finds the maps it knows pinned adopts them and creates (and
 /// pins) the one it does not find, so counters and the policy in force carry
 /// on across the upgrade ([`maps::SOURCES`] came that way, under version 2).
+/// Nor is retiring one: a map is given a new name when its layout changes,
+/// and a build unpins the maps it does not know (the per-source LRU map
+/// `XDPGATE_SOURCES` became the per-CPU table `XDPGATE_SOURCE_SETS` that way).
 pub const ABI_VERSION: u32 = 2;
 
 /// One bit per named address set. The policy compiler rejects more sets than this.
@@ -64,7 +67,7 @@ macro_rules! map_names {
             V6_SLOT0 = "XDPGATE_V6_SLOT0";
             V6_SLOT1 = "XDPGATE_V6_SLOT1";
             COUNTERS = "XDPGATE_COUNTERS";
-            SOURCES = "XDPGATE_SOURCES";
+            SOURCES = "XDPGATE_SOURCE_SETS";
         }
     };
 }
@@ -271,22 +274,59 @@ pub struct Counter {
     pub bytes: u64,
 }
 
-/// Capacity of the [`maps::SOURCES`] map: how many (source prefix, reason)
-/// pairs the program tracks at once. The map is an LRU, so past this bound the
-/// pairs dropped least recently are evicted to make room; it is preallocated
-/// (LRU maps always are), `SOURCE_ENTRIES` x (8-byte key + 16 bytes per
-/// possible CPU).
-pub const SOURCE_ENTRIES: u32 = 16_384;
+/// Sets in each CPU's part of the [`maps::SOURCES`] table, as a power of two.
+pub const SOURCE_SET_BITS: u32 = 12;
+/// Sets in each CPU's part of the [`maps::SOURCES`] table (the map's entries).
+pub const SOURCE_SETS: u32 = 1 << SOURCE_SET_BITS;
+/// (source prefix, reason) pairs a set holds.
+pub const SOURCE_WAYS: usize = 4;
+/// How many (source prefix, reason) pairs each CPU tracks at once: a drop
+/// whose pair is not in its set takes the slot of the pair that set saw least
+/// recently. The table is preallocated: [`SOURCE_SETS`] x
+/// `size_of::<SourceSet>()` (136 bytes) per possible CPU.
+pub const SOURCE_ENTRIES: u32 = SOURCE_SETS * SOURCE_WAYS as u32;
+
+/// The set of the [`maps::SOURCES`] table a pair (its [`SourceKey`] as
+/// [`SourceKey::to_bits`] gives it) lives in: a multiplicative hash, so that
+/// neighbouring prefixes spread over the sets.
+#[inline(always)]
+pub const fn source_set(key: u64) -> u32 {
+    (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - SOURCE_SET_BITS)) as u32
+}
+
+/// One pair of the [`maps::SOURCES`] table and what it dropped since it took
+/// its slot. A slot with no packets is empty.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceSlot {
+    /// The pair, as [`SourceKey::to_bits`].
+    pub key: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    /// The set's clock when the pair last dropped a packet.
+    pub used: u64,
+}
+
+/// One entry of the [`maps::SOURCES`] table (per CPU): [`SOURCE_WAYS`] pairs
+/// and a clock that ticks once per drop counted in the set, which orders the
+/// pairs by how recently they dropped.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceSet {
+    pub clock: u64,
+    pub slots: [SourceSlot; SOURCE_WAYS],
+}
+
 /// Bits of an IPv4 source the [`SourceKey`] keeps: a /24.
 pub const SOURCE_PREFIX_V4: u8 = 24;
 /// Bits of an IPv6 source the [`SourceKey`] keeps: a /48.
 pub const SOURCE_PREFIX_V6: u8 = 48;
 
-/// Key of the [`maps::SOURCES`] map: who sent what the program dropped, and
-/// why. Only drop verdicts write it. `prefix` holds the first three bytes of
-/// an IPv4 source (IPv4-mapped IPv6 sources count as IPv4, as the program
+/// A pair of the [`maps::SOURCES`] table: who sent what the program dropped,
+/// and why. Only drop verdicts write it. `prefix` holds the first three bytes
+/// of an IPv4 source (IPv4-mapped IPv6 sources count as IPv4, as the program
 /// judges them) or the first six of an IPv6 source, the rest zero. Eight
-/// bytes, so the kernel hashes one word.
+/// bytes, so the program compares and hashes one word.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SourceKey {
@@ -309,6 +349,21 @@ impl SourceKey {
     pub fn reason(&self) -> Option<Reason> {
         Reason::ALL.get(self.reason as usize).copied()
     }
+
+    /// The key as one word: its bytes, little-endian.
+    pub const fn to_bits(&self) -> u64 {
+        let p = self.prefix;
+        u64::from_le_bytes([p[0], p[1], p[2], p[3], p[4], p[5], self.family, self.reason])
+    }
+
+    pub const fn from_bits(bits: u64) -> SourceKey {
+        let b = bits.to_le_bytes();
+        SourceKey {
+            prefix: [b[0], b[1], b[2], b[3], b[4], b[5]],
+            family: b[6],
+            reason: b[7],
+        }
+    }
 }
 
 #[cfg(feature = "user")]
@@ -318,6 +373,8 @@ mod pod {
     unsafe impl aya::Pod for super::SlotOptions {}
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::SourceKey {}
+    unsafe impl aya::Pod for super::SourceSlot {}
+    unsafe impl aya::Pod for super::SourceSet {}
 }
 
 #[cfg(test)]
@@ -360,5 +417,53 @@ mod tests {
         assert_eq!(core::mem::size_of::<SlotOptions>(), 24);
         assert_eq!(core::mem::size_of::<Counter>(), 16);
         assert_eq!(core::mem::size_of::<SourceKey>(), 8);
+        assert_eq!(core::mem::size_of::<SourceSlot>(), 32);
+        assert_eq!(core::mem::size_of::<SourceSet>(), 136);
+    }
+
+    #[test]
+    fn a_source_key_is_one_word_both_ways() {
+        let key = SourceKey {
+            prefix: [0x20, 0x01, 0x0d, 0xb8, 0x00, 0x07],
+            family: Family::Ipv6 as u8,
+            reason: Reason::DropEvasive as u8,
+        };
+        assert_eq!(SourceKey::from_bits(key.to_bits()), key);
+        assert_eq!(
+            key.to_bits() & 0xff,
+            0x20,
+            "little-endian: the first byte is lowest"
+        );
+    }
+
+    #[test]
+    fn neighbouring_prefixes_spread_over_the_sets() {
+        // The 256 /24s of one /16 with one reason, and the 65,536 /48s of one
+        // /32: a flood from one block must not pile into a few sets.
+        let key = |prefix: [u8; 6], family: Family| {
+            SourceKey {
+                prefix,
+                family: family as u8,
+                reason: Reason::DropNotMemberTcp as u8,
+            }
+            .to_bits()
+        };
+        let mut sets: Vec<u32> = (0..=255u8)
+            .map(|c| source_set(key([198, 51, c, 0, 0, 0], Family::Ipv4)))
+            .collect();
+        sets.sort_unstable();
+        sets.dedup();
+        assert!(sets.len() >= 200, "256 /24s in {} sets", sets.len());
+        let mut load = vec![0u32; SOURCE_SETS as usize];
+        for n in 0..=u16::MAX {
+            let [hi, lo] = n.to_be_bytes();
+            load[source_set(key([0x20, 0x01, 0x0d, 0xb8, hi, lo], Family::Ipv6)) as usize] += 1;
+        }
+        // 16 per set on average; a fair spread stays well under twice that.
+        let fullest = load.iter().max().unwrap();
+        assert!(
+            *fullest <= 32,
+            "the fullest set takes {fullest} of 65,536 /48s"
+        );
     }
 }

@@ -1,8 +1,7 @@
 //! Counting a verdict: every packet under its (reason, family) in the per-CPU
 //! counter array, and every drop under its source's /24 or /48 in the
-//! per-source LRU map (`xdpgate top`). Passes never touch the source map.
-use aya_ebpf::bindings::BPF_NOEXIST;
-use xdpgate_common::{counter_index, Counter, Family, Reason, SourceKey};
+//! per-source table (`xdpgate top`). Passes never touch the source table.
+use xdpgate_common::{counter_index, source_set, Family, Reason, SourceSlot, SOURCE_WAYS};
 
 use crate::{
     maps::{COUNTERS, SOURCES},
@@ -10,7 +9,7 @@ use crate::{
 };
 
 /// A source prefix as one scalar: the little-endian bytes of its
-/// [`SourceKey`] with the reason byte left zero, so it crosses into
+/// `SourceKey` with the reason byte left zero, so it crosses into
 /// [`xdpgate_count_source`] in one register.
 pub type SourcePrefix = u64;
 /// The frame showed no source (not IP, tagged too deep, a cut IP header), or
@@ -66,23 +65,40 @@ pub extern "C" fn xdpgate_count_source(source: SourcePrefix, reason: u64, bytes:
     if source == NO_SOURCE {
         return 0;
     }
-    let b = (source | reason << 56).to_le_bytes();
-    let key = SourceKey {
-        prefix: [b[0], b[1], b[2], b[3], b[4], b[5]],
-        family: b[6],
-        reason: b[7],
-    };
-    if let Some(cell) = SOURCES.get_ptr_mut(&key) {
-        // SAFETY: per-CPU value, only this CPU writes it while we run.
-        unsafe {
-            (*cell).packets += 1;
-            (*cell).bytes += bytes;
-        }
+    let key = source | reason << 56;
+    let Some(set) = SOURCES.get_ptr_mut(source_set(key)) else {
         return 0;
+    };
+    // SAFETY: per-CPU value, only this CPU writes it while we run.
+    let set = unsafe { &mut *set };
+    set.clock += 1;
+    let now = set.clock;
+    // The pair's slot if it has one; else the slot used least recently (an
+    // empty one has never been used).
+    let mut victim = 0;
+    let mut oldest = u64::MAX;
+    let mut way = 0;
+    while way < SOURCE_WAYS {
+        let slot = &mut set.slots[way];
+        if slot.key == key && slot.packets != 0 {
+            slot.packets += 1;
+            slot.bytes += bytes;
+            slot.used = now;
+            return 0;
+        }
+        if slot.used < oldest {
+            oldest = slot.used;
+            victim = way;
+        }
+        way += 1;
     }
-    // A new prefix (or one evicted since): the LRU makes room if it must.
-    // Another CPU may insert the same key first; then this one packet goes
-    // uncounted, which a top list can afford.
-    let _ = SOURCES.insert(&key, &Counter { packets: 1, bytes }, BPF_NOEXIST as u64);
+    if let Some(slot) = set.slots.get_mut(victim) {
+        *slot = SourceSlot {
+            key,
+            packets: 1,
+            bytes,
+            used: now,
+        };
+    }
     0
 }

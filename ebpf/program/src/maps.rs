@@ -4,11 +4,11 @@
 //! counters.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LpmTrie, LruPerCpuHashMap, PerCpuArray},
+    maps::{Array, LpmTrie, PerCpuArray},
 };
 use xdpgate_common::{
-    Control, Counter, SetMask, SlotOptions, SourceKey, V4KeyData, V6KeyData, COUNTER_ENTRIES,
-    LPM_MAX_ENTRIES, PORT_ENTRIES, SOURCE_ENTRIES,
+    Control, Counter, SetMask, SlotOptions, SourceSet, V4KeyData, V6KeyData, COUNTER_ENTRIES,
+    LPM_MAX_ENTRIES, PORT_ENTRIES, SOURCE_SETS,
 };
 
 /// Declares each map under the name `xdpgate_common::map_names!` gives it.
@@ -60,17 +60,15 @@ macro_rules! declare_map {
         pub static COUNTERS: PerCpuArray<Counter> =
             PerCpuArray::with_max_entries(COUNTER_ENTRIES, 0);
     };
-    // Per-CPU values: a drop adds to this CPU's cell without an atomic, and
-    // the same prefix hit on several CPUs (RSS spreads its flows) bounces no
-    // cache line. The LRU list stays common (no BPF_F_NO_COMMON_LRU): a
-    // per-CPU list would split the bound per CPU, and a prefix's entry would
-    // be evicted by whichever CPU happens to run short. (A per-CPU list makes
-    // no hit cheaper either: it only takes the common list's lock off the
-    // insert path, see docs/filter.md.)
+    // Per CPU, so a drop writes its own CPU's set without an atomic or a
+    // lock, and the same prefix hit on several CPUs (RSS spreads its flows)
+    // bounces no cache line; userspace sums a pair over the CPUs. An array,
+    // so the verifier inlines the lookup, and a new pair costs what a known
+    // one does: the kernel's LRU hash took 300-400 ns to insert a pair into
+    // a full map, which a flood of random sources paid on every packet.
     (SOURCES, $name:literal) => {
         #[map(name = $name)]
-        pub static SOURCES: LruPerCpuHashMap<SourceKey, Counter> =
-            LruPerCpuHashMap::with_max_entries(SOURCE_ENTRIES, 0);
+        pub static SOURCES: PerCpuArray<SourceSet> = PerCpuArray::with_max_entries(SOURCE_SETS, 0);
     };
 }
 

@@ -151,7 +151,7 @@ fn table(
         out.push_str("\x1b[H\x1b[2J");
     }
     out.push_str(&format!(
-        "xdpgate top: {} of {} tracked (prefix, reason) pairs (bound {}), by {} over {:.1}s{}\n",
+        "xdpgate top: {} of {} tracked (prefix, reason) pairs (bound {} per CPU), by {} over {:.1}s{}\n",
         rows.len(),
         sources.tracked(),
         Sources::capacity(),

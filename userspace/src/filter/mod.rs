@@ -217,10 +217,7 @@ impl Filter {
         let mut expected = Vec::new();
         for (name, map) in reference.maps() {
             let info = match map {
-                Map::Array(data)
-                | Map::PerCpuArray(data)
-                | Map::LpmTrie(data)
-                | Map::PerCpuLruHashMap(data) => data.info(),
+                Map::Array(data) | Map::PerCpuArray(data) | Map::LpmTrie(data) => data.info(),
                 other => {
                     return Err(FilterError::Pin(format!(
                         "map {name} is of a kind this build does not pin: {other:?}"
@@ -232,6 +229,12 @@ impl Filter {
         }
         drop(reference);
         let adoption = pins.check_pinned_maps(&expected)?;
+        for name in pins.remove_retired_maps(&expected)? {
+            log::info!(
+                "unpinned {name} from {}: this build does not use that map",
+                pins.maps_dir().display()
+            );
+        }
         if let Adoption::Replaced { reason } = &adoption {
             log::warn!(
                 "the maps pinned under {} do not match this build ({reason}); \

@@ -143,6 +143,33 @@ impl PinLayout {
         })
     }
 
+    /// Unpins the maps this build does not know (a retired map of an earlier
+    /// build, such as the per-source LRU map that became a per-CPU table), and
+    /// names them. A program that is attached keeps the maps it holds.
+    pub(super) fn remove_retired_maps(
+        &self,
+        expected: &[MapShape],
+    ) -> Result<Vec<String>, FilterError> {
+        let dir = self.maps_dir();
+        let mut retired = Vec::new();
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(retired),
+            Err(e) => return Err(pin_error(format!("reading {}", dir.display()))(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(pin_error(format!("reading {}", dir.display())))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if expected.iter().any(|shape| shape.name == name) {
+                continue;
+            }
+            fs::remove_file(entry.path())
+                .map_err(pin_error(format!("unpinning {}", entry.path().display())))?;
+            retired.push(name);
+        }
+        Ok(retired)
+    }
+
     /// Unpins every map. A program that is attached keeps the maps it holds.
     pub(super) fn remove_maps(&self) -> Result<(), FilterError> {
         let dir = self.maps_dir();

@@ -1,25 +1,28 @@
 //! Who is knocking: the kernel's drops per source prefix (a /24 for IPv4, a
-//! /48 for IPv6) and reason, read from the program's LRU map
+//! /48 for IPv6) and reason, read from the program's per-CPU table
 //! ([`maps::SOURCES`]), and ranked for `xdpgate top` and `/metrics`.
 //!
-//! The map holds at most [`SOURCE_ENTRIES`] (prefix, reason) pairs; past that
-//! the kernel evicts the pairs dropped least recently. So a count is "since
-//! this pair entered the map", not "since the filter was loaded", and the set
+//! Each CPU's part of the table holds at most [`SOURCE_ENTRIES`] (prefix,
+//! reason) pairs, [`SOURCE_WAYS`](xdpgate_common::SOURCE_WAYS) to a set; a pair new to its set takes the
+//! slot of the pair that set saw drop least recently. So a count is "since
+//! this pair took its slot", not "since the filter was loaded", and the set
 //! of prefixes churns: anything that shows them (metric labels included)
 //! shows only the heaviest few, and rates come from two readings of the same
-//! pair. It does not decide anything; it only reads.
+//! pair. A pair dropped on several CPUs is summed over them. It does not
+//! decide anything; it only reads.
 use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
-use aya::maps::{MapData, PerCpuHashMap};
+use aya::maps::{MapData, PerCpuArray};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use xdpgate_common::{
-    maps, Counter, Family, Reason, SourceKey, SOURCE_ENTRIES, SOURCE_PREFIX_V4, SOURCE_PREFIX_V6,
+    maps, Counter, Family, Reason, SourceKey, SourceSet, SOURCE_ENTRIES, SOURCE_PREFIX_V4,
+    SOURCE_PREFIX_V6, SOURCE_SETS,
 };
 
 use super::FilterError;
 
 /// The map as userspace holds it.
-pub(crate) type SourceMap = PerCpuHashMap<MapData, SourceKey, Counter>;
+pub(crate) type SourceMap = PerCpuArray<MapData, SourceSet>;
 
 /// One reading of the map: every tracked (prefix, reason) pair with its
 /// packets and bytes, summed over CPUs.
@@ -62,38 +65,33 @@ pub fn source_prefix(source: IpAddr) -> IpNet {
         .expect("prefix lengths are in range")
 }
 
-/// Reads the whole map. Entries evicted while it is read are skipped.
+/// Reads the whole table, every CPU's part. A set the program writes while
+/// it is read is read as it was at some instant of its own.
 pub(crate) fn read_sources(map: Option<&SourceMap>) -> Result<Sources, FilterError> {
     let map = map.ok_or_else(|| {
         FilterError::Pin(format!(
             "no map {} is pinned: the filter in force was loaded by an xdpgate that did not \
-             count drops per source; restart the daemon with this version",
+             count drops per source this way; restart the daemon with this version",
             maps::SOURCES
         ))
     })?;
     let mut sources = Sources::default();
-    for item in map.iter() {
-        let (key, per_cpu) = match item {
-            Ok(item) => item,
-            Err(aya::maps::MapError::KeyNotFound) => continue,
-            Err(source) => {
-                return Err(FilterError::Map {
-                    map: maps::SOURCES,
-                    source,
-                })
+    for index in 0..SOURCE_SETS {
+        let per_cpu = map.get(&index, 0).map_err(|source| FilterError::Map {
+            map: maps::SOURCES,
+            source,
+        })?;
+        for set in per_cpu.iter() {
+            for slot in set.slots.iter().filter(|slot| slot.packets != 0) {
+                let key = SourceKey::from_bits(slot.key);
+                let (Some(prefix), Some(reason)) = (prefix_of(&key), key.reason()) else {
+                    continue;
+                };
+                let cell = sources.counts.entry((prefix, reason)).or_default();
+                cell.packets += slot.packets;
+                cell.bytes += slot.bytes;
             }
-        };
-        let (Some(prefix), Some(reason)) = (prefix_of(&key), key.reason()) else {
-            continue;
-        };
-        let mut cell = Counter::default();
-        for value in per_cpu.iter() {
-            cell.packets += value.packets;
-            cell.bytes += value.bytes;
         }
-        // A key evicted under the walk restarts it from the first key, so a
-        // key may come twice: the later reading replaces the earlier.
-        sources.counts.insert((prefix, reason), cell);
     }
     Ok(sources)
 }
@@ -120,12 +118,14 @@ pub struct TopSource {
 }
 
 impl Sources {
-    /// How many (prefix, reason) pairs the map holds now.
+    /// How many (prefix, reason) pairs the table holds now, over all CPUs.
     pub fn tracked(&self) -> usize {
         self.counts.len()
     }
 
-    /// The map's bound.
+    /// The table's bound per CPU ([`SOURCE_WAYS`](xdpgate_common::SOURCE_WAYS) pairs in each of
+    /// [`SOURCE_SETS`] sets); a pair dropped on several CPUs takes a slot on
+    /// each.
     pub const fn capacity() -> u32 {
         SOURCE_ENTRIES
     }

@@ -43,8 +43,9 @@ pub(super) fn encode(sources: &Sources, out: &mut DescriptorEncoder) -> fmt::Res
         out,
         "filter_sources_tracked",
         &format!(
-            "(source prefix, drop reason) pairs the XDP filter's per-source map holds now; at its \
-             bound ({}) the pairs dropped least recently are evicted",
+            "(source prefix, drop reason) pairs the XDP filter's per-source table holds now, over \
+             all CPUs; each CPU holds at most {}, and a new pair takes the slot of one that \
+             dropped least recently",
             Sources::capacity()
         ),
         None,
@@ -73,7 +74,7 @@ pub(super) fn encode(sources: &Sources, out: &mut DescriptorEncoder) -> fmt::Res
         "filter_top_source_drops",
         &format!(
             "Packets the XDP filter dropped from a source prefix (/24, /48) for a reason since the \
-             pair entered its per-source map, for the {TOP_SOURCES} heaviest pairs (rank 1 = most); \
+             pair took its slot in the per-source table, for the {TOP_SOURCES} heaviest pairs (rank 1 = most); \
              prefixes come and go"
         ),
         None,
