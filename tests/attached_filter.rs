@@ -141,7 +141,9 @@ fn the_cloudflare_default_admits_cloudflare_and_drops_outsiders_on_a_real_interf
         filter
             .apply(&compile(&cloudflare_default()).expect("default compiles"))
             .expect("apply");
-        filter.attach(&interface).expect("attach to the veth");
+        filter
+            .attach(&interface, xdpgate::filter::XdpModeChoice::Auto)
+            .expect("attach to the veth");
         filter
     });
 

@@ -12,8 +12,8 @@ use std::{
 
 use xdpgate_tests::lab::{
     admin_get, connect_from, flood, in_netns, lab_ready, members, outsiders, tcp_connects,
-    wait_for, xdp_program_ids, Daemon, Flood, Lab, Metrics, TcpServer, Workdir, FLOOD_THREADS,
-    TCP_PORT,
+    wait_for, xdp_program_ids, xdpgate, Daemon, Flood, Lab, Metrics, TcpServer, Workdir,
+    FLOOD_THREADS, TCP_PORT,
 };
 
 fn config(work: &Workdir, lab: &Lab) -> std::path::PathBuf {
@@ -247,4 +247,92 @@ fn scrapes_during_start_do_not_lose_the_per_source_map() {
             std::fs::remove_dir_all(&work.pin_dir).expect("remove the pins");
         }
     }
+}
+
+/// The XDP mode `ip -d link` reports on `dev`: 1 native (driver), 2 generic.
+fn xdp_attach_mode(ns: &str, dev: &str) -> Option<u64> {
+    let out = std::process::Command::new("ip")
+        .args(["-n", ns, "-d", "-j", "link", "show", "dev", dev])
+        .output()
+        .expect("run ip link show");
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j prints JSON");
+    links[0]["xdp"]["mode"].as_u64()
+}
+
+/// `filter.xdp_mode`: generic where asked for (also on a veth, which could
+/// run native), and filtering there; a start that asks for native keeps the
+/// generic link in force (moving it would leave the interface unfiltered for
+/// a moment) and `xdpgate status` says how to switch; after `xdpgate detach`
+/// a start attaches natively. A mode that does not exist is refused by name.
+#[test]
+fn xdp_mode_chooses_the_attachment_and_never_moves_a_link_in_force() {
+    let test = "xdp_mode_chooses_the_attachment_and_never_moves_a_link_in_force";
+    if !lab_ready(test, &[]) {
+        return;
+    }
+    let lab = Lab::new("xm");
+    let work = Workdir::new("xdp-mode", env!("CARGO_BIN_EXE_xdpgate-under-test"));
+    let _tcp = TcpServer::start(&lab.server_ns, TCP_PORT);
+    let config = |mode: &str| {
+        let text = std::fs::read_to_string(config(&work, &lab)).expect("read the config");
+        work.write(
+            &format!("{mode}.yaml"),
+            &text.replace("filter:\n", &format!("filter:\n  xdp_mode: {mode}\n")),
+        )
+    };
+    let (member, outsider) = (members()[0], outsiders()[0]);
+    let filtering = |what: &str| {
+        in_netns(&lab.client_ns, || {
+            assert!(
+                connect_from(member, TCP_PORT, Duration::from_secs(2)).is_ok(),
+                "{what}: {member} connects"
+            );
+            assert!(
+                connect_from(outsider, TCP_PORT, Duration::from_millis(300)).is_err(),
+                "{what}: {outsider} is dropped"
+            );
+        });
+    };
+
+    let mut daemon = Daemon::start_ready(&lab, &work, &config("generic"), "generic");
+    assert_eq!(xdp_attach_mode(&lab.server_ns, &lab.server_if), Some(2));
+    assert_eq!(work.status()["links"][0]["mode"], "generic");
+    filtering("generic");
+    daemon.terminate(Duration::from_secs(10));
+
+    let mut daemon = Daemon::start_ready(&lab, &work, &config("native"), "native-kept");
+    assert_eq!(
+        xdp_attach_mode(&lab.server_ns, &lab.server_if),
+        Some(2),
+        "the generic link in force is kept"
+    );
+    filtering("native asked, generic kept");
+    let problems = work.status()["problems"].to_string();
+    assert!(
+        problems.contains("filtered in generic mode but filter.xdp_mode asks for native"),
+        "xdpgate status says the mode differs: {problems}"
+    );
+    assert!(
+        daemon.log().contains("xdpgate detach"),
+        "the log says how to switch:\n{}",
+        daemon.log()
+    );
+    daemon.terminate(Duration::from_secs(10));
+
+    let detach = work.cli(&["detach"]);
+    assert_eq!(detach.code, 0, "xdpgate detach: {detach:?}");
+    let _daemon = Daemon::start_ready(&lab, &work, &config("native"), "native");
+    assert_eq!(xdp_attach_mode(&lab.server_ns, &lab.server_if), Some(1));
+    filtering("native");
+
+    let bad = config("skb");
+    let check = xdpgate(
+        &work.bin,
+        &["config", "check", bad.to_str().expect("UTF-8 path")],
+    );
+    assert_eq!(check.code, 4, "an unknown mode is refused: {check:?}");
+    assert!(
+        check.stderr.contains("filter.xdp_mode") && check.stderr.contains("`skb`"),
+        "the error names the key and the value: {check:?}"
+    );
 }

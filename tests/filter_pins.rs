@@ -16,7 +16,9 @@ use aya::maps::{Array, Map, MapData};
 use aya::programs::{TestRun, TestRunOptions};
 use ipnet::IpNet;
 use xdpgate::{
-    filter::{pins::Transport, Adoption, AttachHow, Filter, PinLayout, PinnedFilter},
+    filter::{
+        pins::Transport, Adoption, AttachHow, Filter, PinLayout, PinnedFilter, XdpModeChoice,
+    },
     policy::{compile, Binding, PolicySpec, PortRange},
 };
 use xdpgate_common::{maps, Control, Family, Reason};
@@ -161,7 +163,10 @@ fn a_restarted_filter_adopts_its_pins_and_a_mismatched_abi_is_replaced_in_place(
         let mut filter = Filter::open_pinned(&layout).expect("open pins");
         assert_eq!(filter.adoption(), &Adoption::Fresh);
         assert_eq!(filter.apply(&policy).expect("apply"), 1);
-        let (_, how) = filter.attach_pinned(&lab.interface).expect("attach");
+        let how = filter
+            .attach_pinned(&lab.interface, XdpModeChoice::Auto)
+            .expect("attach")
+            .how;
         assert_eq!(how, AttachHow::Attached);
         assert_eq!(send_syn(&mut filter, "203.0.113.9", 8443), XDP_DROP);
         // The process "exits": the filter stays.
@@ -198,7 +203,10 @@ fn a_restarted_filter_adopts_its_pins_and_a_mismatched_abi_is_replaced_in_place(
             2,
             "generation carries on"
         );
-        let (_, how) = filter.attach_pinned(&lab.interface).expect("adopt");
+        let how = filter
+            .attach_pinned(&lab.interface, XdpModeChoice::Auto)
+            .expect("adopt")
+            .how;
         assert_eq!(how, AttachHow::Adopted);
     });
     let links = pinned.links();
@@ -265,9 +273,10 @@ fn a_restarted_filter_adopts_its_pins_and_a_mismatched_abi_is_replaced_in_place(
             "fresh maps start unarmed"
         );
         filter.apply(&policy).expect("apply");
-        let (_, how) = filter
-            .attach_pinned(&lab.interface)
-            .expect("swap into the link");
+        let how = filter
+            .attach_pinned(&lab.interface, XdpModeChoice::Auto)
+            .expect("swap into the link")
+            .how;
         assert_eq!(how, AttachHow::Adopted, "the link was kept: no window");
         assert_eq!(send_syn(&mut filter, "203.0.113.9", 8443), XDP_DROP);
         assert_eq!(send_syn(&mut filter, "198.51.100.2", 8443), XDP_PASS);

@@ -136,6 +136,20 @@ pub struct InterfaceStatus {
     /// How the filter got there this time: `attached`, `adopted` (a pinned link
     /// from an earlier instance, with the new program swapped in).
     pub how: String,
+    /// The mode `filter.xdp_mode` asks for, when the link runs in another
+    /// one (an adopted link is kept rather than moved; see `problems`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wanted_mode: Option<String>,
+}
+
+/// What `xdpgate status` and the daemon's log say of an interface whose link
+/// runs in another mode than `filter.xdp_mode` asks for.
+pub fn mode_differs(interface: &str, mode: &str, wanted: &str) -> String {
+    format!(
+        "{interface} is filtered in {mode} mode but filter.xdp_mode asks for {wanted}: the \
+         kernel cannot run both on one interface, so the link in force is kept; to switch, \
+         run `xdpgate detach` and start the daemon again ({interface} is unfiltered in between)"
+    )
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

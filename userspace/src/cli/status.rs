@@ -130,6 +130,15 @@ fn problems(
         ));
     }
     if let Some((status, _)) = &daemon {
+        for interface in &status.interfaces {
+            if let Some(wanted) = &interface.wanted_mode {
+                problems.push(crate::status::mode_differs(
+                    &interface.name,
+                    &interface.mode,
+                    wanted,
+                ));
+            }
+        }
         if let Some(error) = &status.policy.last_error {
             problems.push(format!("the last policy update was refused: {error}"));
         }

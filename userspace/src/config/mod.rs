@@ -85,6 +85,8 @@ pub struct Config {
 pub struct FilterConfig {
     /// Interfaces to attach to; empty means the interface of the default route.
     pub interfaces: Vec<String>,
+    /// Native or generic XDP (`filter.xdp_mode`). Default `auto`.
+    pub xdp_mode: crate::filter::XdpModeChoice,
     /// Where the program, maps and links are pinned. Default /sys/fs/bpf/xdpgate.
     pub pin_dir: PathBuf,
     /// The address sets, sorted by name.
@@ -117,6 +119,7 @@ impl Default for FilterConfig {
     fn default() -> Self {
         FilterConfig {
             interfaces: Vec::new(),
+            xdp_mode: crate::filter::XdpModeChoice::Auto,
             pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
             sets: Vec::new(),
             allow: Vec::new(),

@@ -154,6 +154,7 @@ fn read_filter(v: Val) -> Result<FilterConfig, ConfigError> {
         "filter",
         &[
             "interfaces",
+            "xdp_mode",
             "pin_dir",
             "strict",
             "tunnels",
@@ -165,6 +166,16 @@ fn read_filter(v: Val) -> Result<FilterConfig, ConfigError> {
     let mut filter = FilterConfig::default();
     if let Some(v) = table.get("interfaces") {
         filter.interfaces = interfaces(v, &table.key_path("interfaces"))?;
+    }
+    if let Some(v) = table.get("xdp_mode") {
+        let path = table.key_path("xdp_mode");
+        let text = v.text(&path, "auto")?;
+        filter.xdp_mode = crate::filter::XdpModeChoice::parse(text).ok_or_else(|| {
+            v.error(
+                &path,
+                format!("`{text}` is not `auto`, `native` or `generic`"),
+            )
+        })?;
     }
     if let Some(v) = table.get("pin_dir") {
         filter.pin_dir = file_path(v, &table.key_path("pin_dir"))?;

@@ -17,6 +17,7 @@ use ipnet::IpNet;
 
 use crate::{
     config::Config,
+    filter::XdpModeChoice,
     ingress::{
         gateway,
         merge::{entrypoint_certs, merge},
@@ -80,6 +81,8 @@ pub struct Desired {
     /// Where the program should be now: the configured interfaces that
     /// exist, by index (a re-created interface is a new attachment).
     pub attach: BTreeMap<String, u32>,
+    /// The XDP mode new attachments use (`filter.xdp_mode`).
+    pub xdp_mode: XdpModeChoice,
     /// `None` without a `proxy:` section.
     pub proxy: Option<DesiredProxy>,
 }
@@ -126,6 +129,7 @@ pub fn desired(inputs: &Inputs) -> Desired {
         policy: config.policy_spec(&contents),
         interfaces: inputs.interfaces.clone(),
         attach,
+        xdp_mode: config.filter.xdp_mode,
         proxy: config
             .proxy
             .as_ref()

@@ -114,7 +114,11 @@ impl KernelWriter for FakeKernel {
         Ok(state.writes as u64)
     }
 
-    fn attach(&mut self, interface: &str) -> Result<InterfaceStatus, String> {
+    fn attach(
+        &mut self,
+        interface: &str,
+        _choice: crate::filter::XdpModeChoice,
+    ) -> Result<InterfaceStatus, String> {
         let index = self.world.lock().unwrap().present.get(interface).copied();
         let mut state = self.state.lock().unwrap();
         state.writes += 1;
@@ -124,6 +128,7 @@ impl KernelWriter for FakeKernel {
             name: interface.to_string(),
             mode: "driver".into(),
             how: "attached".into(),
+            wanted_mode: None,
         })
     }
 

@@ -29,6 +29,7 @@ use super::{
     writers::{KernelWriter, ProxyWriter, SetsWriter},
 };
 use crate::{
+    filter::{AttachMode, XdpModeChoice},
     ingress::{metrics::ReasonLabels, translate::SecretCert},
     policy::{self, PolicySpec},
     proxy::ProxyConfig,
@@ -278,7 +279,7 @@ impl<S: SetsWriter, K: KernelWriter, P: ProxyWriter> Reconciler<S, K, P> {
                     continue;
                 }
             }
-            match self.kernel.attach(name) {
+            match self.kernel.attach(name, desired.xdp_mode) {
                 Ok(status) => {
                     self.attach_failed.remove(name);
                     self.applied.attached.insert(name.clone(), (index, status));
@@ -290,6 +291,7 @@ impl<S: SetsWriter, K: KernelWriter, P: ProxyWriter> Reconciler<S, K, P> {
                 }
             }
         }
+        note_mode_changes(&mut self.applied.attached, desired.xdp_mode);
     }
 
     fn sync_proxy(&mut self, want: Option<&DesiredProxy>, staged: Option<Staged<P::Prepared>>) {
@@ -403,5 +405,29 @@ fn log_changes(what: &str, before: &[String], now: &[String]) {
     }
     for gone in before.iter().filter(|p| !now.contains(p)) {
         tracing::info!("{what} resolved: {gone}");
+    }
+}
+
+/// A reload that changes `filter.xdp_mode` keeps the links in force (moving
+/// one to the other mode would leave its interface unfiltered for a moment):
+/// each one's status says whether it runs in the mode asked for.
+fn note_mode_changes(
+    attached: &mut BTreeMap<String, (u32, InterfaceStatus)>,
+    choice: XdpModeChoice,
+) {
+    for (name, (_, status)) in attached.iter_mut() {
+        let differs = AttachMode::parse(&status.mode).is_some_and(|mode| !choice.accepts(mode));
+        let wanted = differs.then(|| choice.label().to_string());
+        if wanted == status.wanted_mode {
+            continue;
+        }
+        if differs {
+            tracing::warn!(
+                interface = %name, mode = %status.mode, wanted = choice.label(),
+                "{}",
+                crate::status::mode_differs(name, &status.mode, choice.label())
+            );
+        }
+        status.wanted_mode = wanted;
     }
 }

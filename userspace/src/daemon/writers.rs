@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, future::Future, path::PathBuf, sync::Arc};
 use ipnet::IpNet;
 
 use crate::{
-    filter::{bpfsys, AttachMode, Filter, PinLayout},
+    filter::{bpfsys, AttachMode, Filter, PinLayout, XdpModeChoice},
     ingress::{secrets, translate::SecretCert},
     policy::CompiledPolicy,
     proxy::{
@@ -34,7 +34,8 @@ pub trait KernelWriter {
     fn armed(&self) -> bool;
     /// Writes `policy` into the inactive slot and flips; returns the generation.
     fn apply(&mut self, policy: &CompiledPolicy) -> Result<u64, String>;
-    fn attach(&mut self, interface: &str) -> Result<InterfaceStatus, String>;
+    fn attach(&mut self, interface: &str, choice: XdpModeChoice)
+        -> Result<InterfaceStatus, String>;
     /// Takes the program off every pinned interface not in `keep`.
     fn release_unlisted(&mut self, keep: &[String]) -> Result<Vec<String>, String>;
     /// Those of `names` that exist now, with their index (a read, not a write:
@@ -84,15 +85,24 @@ impl KernelWriter for KernelFilter {
             .map_err(|e| format!("writing the policy into the kernel failed: {e}"))
     }
 
-    fn attach(&mut self, interface: &str) -> Result<InterfaceStatus, String> {
-        let (mode, how) = self
+    fn attach(
+        &mut self,
+        interface: &str,
+        choice: XdpModeChoice,
+    ) -> Result<InterfaceStatus, String> {
+        let outcome = self
             .filter
-            .attach_pinned(interface)
+            .attach_pinned(interface, choice)
             .map_err(|e| e.to_string())?;
+        let (mode, how) = (outcome.mode, outcome.how);
         match mode {
             AttachMode::Driver => tracing::info!(
                 interface = %interface, mode = mode.label(),
                 "{} in driver (native) mode", how.label()
+            ),
+            AttachMode::Generic if choice == XdpModeChoice::Generic => tracing::info!(
+                interface = %interface, mode = mode.label(),
+                "{} in generic mode, as filter.xdp_mode asks", how.label()
             ),
             AttachMode::Generic => tracing::warn!(
                 interface = %interface, mode = mode.label(),
@@ -100,10 +110,18 @@ impl KernelWriter for KernelFilter {
                  later in the receive path", how.label()
             ),
         }
+        if outcome.mode_differs {
+            tracing::warn!(
+                interface = %interface, mode = mode.label(), wanted = choice.label(),
+                "{}",
+                crate::status::mode_differs(interface, mode.label(), choice.label())
+            );
+        }
         Ok(InterfaceStatus {
             name: interface.to_string(),
             mode: mode.label().to_string(),
             how: how.label().to_string(),
+            wanted_mode: outcome.mode_differs.then(|| choice.label().to_string()),
         })
     }
 

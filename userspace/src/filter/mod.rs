@@ -13,11 +13,7 @@ use std::{
 
 use aya::{
     maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData, PerCpuArray},
-    programs::{
-        links::{FdLink, PinnedLink},
-        xdp::{XdpLink, XdpLinkId},
-        Xdp, XdpMode,
-    },
+    programs::{xdp::XdpLinkId, Xdp},
     Ebpf, EbpfLoader,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -28,11 +24,13 @@ use xdpgate_common::{
 
 use crate::policy::CompiledPolicy;
 
+pub mod attach;
 pub mod bpfsys;
 pub mod pins;
 pub mod route;
 pub mod sources;
 
+pub use attach::{AttachHow, AttachMode, AttachOutcome, XdpModeChoice};
 pub use route::default_route_interface;
 pub use sources::{Sources, TopOrder, TopSource};
 
@@ -73,28 +71,20 @@ pub enum FilterError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error(
+        "attaching XDP to `{interface}` in {mode} mode, as filter.xdp_mode asks (no fallback; \
+         `auto` falls back to generic): {source}"
+    )]
+    AttachInMode {
+        interface: String,
+        mode: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
 }
 
 fn map_error(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> FilterError {
     move |source| FilterError::Map { map, source }
-}
-
-/// How the program ended up attached to an interface.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AttachMode {
-    /// In the driver (native XDP).
-    Driver,
-    /// Generic XDP, in the kernel's receive path, where the driver refused native.
-    Generic,
-}
-
-impl AttachMode {
-    pub const fn label(self) -> &'static str {
-        match self {
-            AttachMode::Driver => "driver",
-            AttachMode::Generic => "generic",
-        }
-    }
 }
 
 /// What a slot of the maps is known to contain.
@@ -304,35 +294,6 @@ impl Filter {
             .expect("checked in load")
     }
 
-    /// Attaches in driver mode, falling back to generic mode where the driver
-    /// refuses. The attachment lasts as long as this `Filter` (or its pin).
-    pub fn attach(&mut self, interface: &str) -> Result<AttachMode, FilterError> {
-        if bpfsys::ifindex(interface).is_none() {
-            return Err(FilterError::NoSuchInterface(interface.to_string()));
-        }
-        let program = self.program();
-        let (id, mode) = match program.attach(interface, XdpMode::Driver) {
-            Ok(id) => (id, AttachMode::Driver),
-            Err(native) => match program.attach(interface, XdpMode::Skb) {
-                Ok(id) => {
-                    log::warn!(
-                        "{interface}: native XDP refused ({native}); attached in generic mode, \
-                         which filters later in the receive path"
-                    );
-                    (id, AttachMode::Generic)
-                }
-                Err(source) => {
-                    return Err(FilterError::Attach {
-                        interface: interface.to_string(),
-                        source,
-                    })
-                }
-            },
-        };
-        self.attachments.push((interface.to_string(), id));
-        Ok(mode)
-    }
-
     /// The control word: armed, active slot, generation.
     pub fn control(&self) -> Result<Control, FilterError> {
         self.maps
@@ -473,83 +434,6 @@ impl Filter {
     /// Drops per source prefix and reason, summed over CPUs.
     pub fn sources(&self) -> Result<Sources, FilterError> {
         sources::read_sources(self.maps.sources.as_ref())
-    }
-
-    /// Puts this program on `interface` through a pinned link, so that it
-    /// stays there after this process exits. If an earlier instance left a
-    /// link pinned for the interface, the program is swapped into that link
-    /// (`bpf_link_update`): one atomic replacement, no moment without a filter,
-    /// no second attachment. Otherwise it attaches in driver mode, falling
-    /// back to generic mode where the driver refuses, and pins the new link.
-    /// Apply a policy first: the program filters from its first packet.
-    pub fn attach_pinned(
-        &mut self,
-        interface: &str,
-    ) -> Result<(AttachMode, AttachHow), FilterError> {
-        let pins = self
-            .pins
-            .clone()
-            .ok_or_else(|| FilterError::Pin("this filter was loaded without pins".into()))?;
-        let ifindex = bpfsys::ifindex(interface)
-            .ok_or_else(|| FilterError::NoSuchInterface(interface.to_string()))?;
-        if let Some((mode, path)) = pins.live_link(interface, ifindex)? {
-            let pinned = PinnedLink::from_pin(&path).map_err(|e| {
-                FilterError::Pin(format!("opening the pinned link {}: {e}", path.display()))
-            })?;
-            let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| {
-                FilterError::Pin(format!("{} is not an XDP link: {e}", path.display()))
-            })?;
-            let id = self
-                .program()
-                .attach_to_link(link)
-                .map_err(|source| FilterError::Attach {
-                    interface: interface.to_string(),
-                    source,
-                })?;
-            // The pin keeps the link; this process only lends it the program.
-            let _ = self.program().take_link(id);
-            return Ok((mode, AttachHow::Adopted));
-        }
-        let mode = self.attach(interface)?;
-        let (_, id) = self
-            .attachments
-            .pop()
-            .expect("attach recorded the attachment");
-        let link = self
-            .program()
-            .take_link(id)
-            .map_err(|e| FilterError::Pin(format!("{interface}: {e}")))?;
-        let link: FdLink = link.try_into().map_err(|e| {
-            FilterError::Pin(format!(
-                "{interface}: attached without a bpf_link ({e}); the kernel is too old to pin it"
-            ))
-        })?;
-        let path = pins.link_path(interface, mode);
-        link.pin(&path).map_err(|e| {
-            FilterError::Pin(format!(
-                "pinning the link on {interface} at {}: {e}",
-                path.display()
-            ))
-        })?;
-        Ok((mode, AttachHow::Attached))
-    }
-}
-
-/// Whether [`Filter::attach_pinned`] found the interface already filtered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AttachHow {
-    /// A new attachment.
-    Attached,
-    /// An earlier instance's pinned link, now running this program.
-    Adopted,
-}
-
-impl AttachHow {
-    pub const fn label(self) -> &'static str {
-        match self {
-            AttachHow::Attached => "attached",
-            AttachHow::Adopted => "adopted",
-        }
     }
 }
 

@@ -29,11 +29,13 @@ fn status() -> DaemonStatus {
                 name: "eth0".into(),
                 mode: "driver".into(),
                 how: "attached".into(),
+                wanted_mode: None,
             },
             InterfaceStatus {
                 name: "eth1".into(),
                 mode: "generic".into(),
                 how: "adopted".into(),
+                wanted_mode: None,
             },
         ],
         policy: PolicyStatus {
