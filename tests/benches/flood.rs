@@ -43,6 +43,8 @@ const BENCH: &str = "flood";
 const PORT: u16 = 443;
 const CLIENT_RANGE: &str = "198.51.100.0/24";
 const COMPETITORS: [&str; 4] = ["no filter", "ufw", "nftables ingress", "xdpgate"];
+/// The name `--compare`'s other xdpgate build runs under.
+const COMPARED: &str = "xdpgate (compared)";
 
 fn cloudflare_v4() -> Vec<String> {
     xdpgate::policy::cloudflare_default().sets["cloudflare"]
@@ -256,9 +258,72 @@ fn trafgen_args(dev: &str, conf: &str) -> Vec<String> {
     .collect()
 }
 
+/// The filters a round runs, in order: none, ufw, nftables, then each
+/// xdpgate build (this one, and `--compare`'s) with its own pin directory.
+struct Filters<'a> {
+    lab: &'a Lab,
+    ufw: &'a Ufw,
+    nft_file: std::path::PathBuf,
+    xdpgates: Vec<(String, Workdir, std::path::PathBuf)>,
+}
+
+impl Filters<'_> {
+    fn names(&self) -> Vec<String> {
+        COMPETITORS[..3]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(self.xdpgates.iter().map(|(name, _, _)| name.clone()))
+            .collect()
+    }
+
+    fn nft(&self, args: &[&str]) {
+        let mut all = vec!["netns", "exec", &self.lab.server_ns, "nft"];
+        all.extend(args);
+        run("ip", &all);
+    }
+
+    /// Puts filter `c` in place; an xdpgate daemon is returned to stop later.
+    fn start(&self, c: usize) -> Option<Daemon> {
+        match c {
+            0 => None,
+            1 => {
+                self.ufw.run("ufw --force enable >/dev/null");
+                None
+            }
+            2 => {
+                self.nft(&["-f", self.nft_file.to_str().expect("UTF-8 path")]);
+                None
+            }
+            _ => {
+                let (name, work, config) = &self.xdpgates[c - 3];
+                Some(Daemon::start_ready(
+                    self.lab,
+                    work,
+                    config,
+                    &name.replace(' ', "-"),
+                ))
+            }
+        }
+    }
+
+    fn stop(&self, c: usize, daemon: Option<Daemon>) {
+        match c {
+            0 => {}
+            1 => self.ufw.run("ufw disable >/dev/null"),
+            2 => self.nft(&["delete", "table", "netdev", "xgbench"]),
+            _ => {
+                if let Some(mut d) = daemon {
+                    d.terminate(Duration::from_secs(10));
+                }
+                let _ = self.xdpgates[c - 3].1.cli(&["detach"]);
+            }
+        }
+    }
+}
+
 fn main() {
     let args = common::Args::parse(BENCH);
-    args.only(BENCH, &["--seconds"]);
+    args.only(BENCH, &["--seconds", "--compare"]);
     if !lab_ready("bench flood", &["trafgen", "ufw", "nft"]) {
         std::process::exit(1);
     }
@@ -348,65 +413,66 @@ fn main() {
     ));
     report.command(format!("nsenter --net=/var/run/netns/$SERVER xdpgate run --worker-threads 2 --config xdpgate.yaml   # {}", xdpgate_config(&lab.server_if, &allowed).replace('\n', " ")));
 
-    let mut samples: Vec<Vec<Sample>> = COMPETITORS.iter().map(|_| Vec::new()).collect();
+    let mut xdpgates = vec![(COMPETITORS[3].to_string(), work, xdp_config.clone())];
+    if let Some(binary) = args.extra::<String>(BENCH, "--compare") {
+        let binary = std::path::PathBuf::from(binary);
+        if !binary.is_file() {
+            common::fail(
+                BENCH,
+                &format!("--compare: {} is not a file", binary.display()),
+            );
+        }
+        let other = Workdir::new("bench-flood-compared", binary.to_str().expect("UTF-8 path"));
+        let config = other.write("xdpgate.yaml", &xdpgate_config(&lab.server_if, &allowed));
+        report.command(format!(
+            "# {COMPARED}: {} with the same config",
+            binary.display()
+        ));
+        xdpgates.push((COMPARED.to_string(), other, config));
+    }
+    let filters = Filters {
+        lab: &lab,
+        ufw: &ufw,
+        nft_file,
+        xdpgates,
+    };
+    let names = filters.names();
+    let mut samples: Vec<Vec<Sample>> = names.iter().map(|_| Vec::new()).collect();
     for round in 0..args.rounds {
-        for (c, name) in COMPETITORS.iter().enumerate() {
-            let mut daemon = None;
-            match c {
-                1 => ufw.run("ufw --force enable >/dev/null"),
-                2 => run(
-                    "ip",
-                    &[
-                        "netns",
-                        "exec",
-                        &lab.server_ns,
-                        "nft",
-                        "-f",
-                        nft_file.to_str().unwrap(),
-                    ],
-                ),
-                3 => daemon = Some(Daemon::start_ready(&lab, &work, &xdp_config, "xdpgate")),
-                _ => {}
-            }
+        for (c, name) in names.iter().enumerate() {
+            let daemon = filters.start(c);
             let sample = flood_once(&lab, &conf, duration);
             println!(
-                "round {}: {name:<17} {:>9.0} pps ({:>9.0} sent)  softirq {:>6.0} ns/pkt  busy {:>6.0} ns/pkt  connect p50 {:.2} ms p99 {:.2} ms  ok {:.1}% of {}",
+                "round {}: {name:<18} {:>9.0} pps ({:>9.0} sent)  softirq {:>6.0} ns/pkt  busy {:>6.0} ns/pkt  connect p50 {:.2} ms p99 {:.2} ms  ok {:.1}% of {}",
                 round + 1, sample.rate, sample.sent_rate, sample.softirq_ns, sample.busy_ns, sample.p50_ms, sample.p99_ms, sample.success, sample.attempts
             );
-            match c {
-                1 => ufw.run("ufw disable >/dev/null"),
-                2 => run(
-                    "ip",
-                    &[
-                        "netns",
-                        "exec",
-                        &lab.server_ns,
-                        "nft",
-                        "delete",
-                        "table",
-                        "netdev",
-                        "xgbench",
-                    ],
-                ),
-                3 => {
-                    if let Some(mut d) = daemon.take() {
-                        d.terminate(Duration::from_secs(10));
-                    }
-                    let _ = work.cli(&["detach"]);
-                }
-                _ => {}
-            }
+            filters.stop(c, daemon);
             samples[c].push(sample);
         }
     }
+    report_medians(&mut report, &names, &samples);
 
+    drop(_listener);
+    drop(filters);
+    drop(lab);
+    let after = host_firewall();
+    if before != after {
+        eprintln!("bench flood: the host's firewall rules or ufw files changed during the run:\nbefore:\n{before}\nafter:\n{after}");
+        std::process::exit(1);
+    }
+    report.note("Checked after the run: the host's `iptables -S`, `ip6tables -S`, `nft list ruleset` and the files under /etc/ufw, /lib/ufw and /etc/default/ufw are byte-for-byte what they were before it.");
+    report.write(&args.out);
+}
+
+/// The medians table, the plots and every round's samples.
+fn report_medians(report: &mut Report, names: &[String], samples: &[Vec<Sample>]) {
     let med =
         |c: usize, f: fn(&Sample) -> f64| median(&samples[c].iter().map(f).collect::<Vec<_>>());
     let ufw_rate = med(1, |s| s.rate);
     let ufw_soft = med(1, |s| s.softirq_ns);
     let nft_rate = med(2, |s| s.rate);
     let mut rows = Vec::new();
-    for (c, name) in COMPETITORS.iter().enumerate() {
+    for (c, name) in names.iter().enumerate() {
         let rate = med(c, |s| s.rate);
         let soft = med(c, |s| s.softirq_ns);
         rows.push(vec![
@@ -440,24 +506,19 @@ fn main() {
         ],
         rows,
     );
-    let names: Vec<String> = COMPETITORS.iter().map(|s| s.to_string()).collect();
-    let per = |f: fn(&Sample) -> f64| {
-        (0..COMPETITORS.len())
-            .map(|c| med(c, f))
-            .collect::<Vec<_>>()
-    };
+    let per = |f: fn(&Sample) -> f64| (0..names.len()).map(|c| med(c, f)).collect::<Vec<_>>();
     report.plot(
         "flood-rate.png",
         "SYN flood rate absorbed (median)",
         "packets per second",
-        &names,
+        names,
         vec![("rate", per(|s| s.rate))],
     );
     report.plot(
         "flood-cpu.png",
         "CPU per flood packet (median)",
         "ns per packet",
-        &names,
+        names,
         vec![
             ("softirq", per(|s| s.softirq_ns)),
             ("busy (whole machine)", per(|s| s.busy_ns)),
@@ -467,25 +528,14 @@ fn main() {
         "flood-connect.png",
         "Legitimate client's connect time during the flood (median of rounds)",
         "ms",
-        &names,
+        names,
         vec![("p50", per(|s| s.p50_ms)), ("p99", per(|s| s.p99_ms))],
     );
     report.samples(
         "rounds",
-        json!(COMPETITORS.iter().zip(&samples).map(|(n, s)| (n.to_string(), json!(s.iter().map(|x| json!({
+        json!(names.iter().zip(samples).map(|(n, s)| (n.to_string(), json!(s.iter().map(|x| json!({
             "rate": num(x.rate), "sent_rate": num(x.sent_rate), "softirq_ns": num(x.softirq_ns), "busy_ns": num(x.busy_ns),
             "p50_ms": num(x.p50_ms), "p99_ms": num(x.p99_ms), "success_pct": num(x.success), "attempts": x.attempts
         })).collect::<Vec<_>>()))).collect::<serde_json::Map<_, _>>()),
     );
-
-    drop(_listener);
-    drop(work);
-    drop(lab);
-    let after = host_firewall();
-    if before != after {
-        eprintln!("bench flood: the host's firewall rules or ufw files changed during the run:\nbefore:\n{before}\nafter:\n{after}");
-        std::process::exit(1);
-    }
-    report.note("Checked after the run: the host's `iptables -S`, `ip6tables -S`, `nft list ruleset` and the files under /etc/ufw, /lib/ufw and /etc/default/ufw are byte-for-byte what they were before it.");
-    report.write(&args.out);
 }
