@@ -15,6 +15,9 @@ use xdpgate_common::{Family, Reason};
 
 pub mod dashboard;
 pub mod lab;
+pub mod manifests;
+pub mod request_path;
+pub mod verdict;
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;

@@ -1,4 +1,6 @@
-//! The `xdpgate` command line: argument parsing and the commands themselves.
+//! The `xdpgate` command line: argument parsing, exit codes and the dispatch
+//! to the commands, each of which has its own module (`check`, `sets`,
+//! `stats`, `status`, `top`, `detach`, `config_check`).
 //!
 //! `run` is the daemon ([`crate::daemon`]). Every other command reads the
 //! kernel's state through the pins (`--pin-dir`) and the daemon's last status
@@ -20,24 +22,30 @@ use std::{
     io::Write as _,
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
-    time::{Duration, Instant},
 };
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use serde_json::json;
-use xdpgate_common::{Reason, SetMask};
 
 use crate::{
     config,
     daemon::{self, RunOptions},
-    filter::{self, pins::Transport, Counters, FilterError, PinnedFilter},
-    status::unix_now,
+    filter::{pins::Transport, FilterError},
 };
 
+mod check;
+mod config_check;
+mod detach;
+mod sets;
+mod stats;
 mod status;
 mod top;
 
+use check::check;
+use config_check::config_check;
+use detach::detach;
+use sets::sets;
+use stats::stats;
 use status::daemon_status;
 
 /// Where pins live by default. bpffs must be mounted at /sys/fs/bpf.
@@ -293,82 +301,8 @@ pub async fn main(cli: Cli) -> Result<Exit> {
     }
 }
 
-fn mask_names(mask: SetMask, names: &[String]) -> Vec<String> {
-    (0..64)
-        .filter(|bit| mask & (1 << bit) != 0)
-        .map(|bit| {
-            names
-                .get(bit)
-                .cloned()
-                .unwrap_or_else(|| format!("set#{bit}"))
-        })
-        .collect()
-}
-
 fn print_json(value: &serde_json::Value) {
     let _ = writeln!(std::io::stdout(), "{value}");
-}
-
-async fn stats(locations: &Locations, watch: bool, interval: f64, json: bool) -> Result<Exit> {
-    if !(interval > 0.0 && interval.is_finite()) {
-        bail!("--interval must be a positive number of seconds, not {interval}");
-    }
-    let pinned = PinnedFilter::open(&locations.pin_dir)?;
-    let period = Duration::from_secs_f64(interval);
-    let mut previous = (Instant::now(), pinned.counters()?);
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(period) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(Exit::Ok),
-        }
-        let now = (Instant::now(), pinned.counters()?);
-        print_counters(&now.1, &previous.1, now.0 - previous.0, json);
-        if !watch {
-            return Ok(Exit::Ok);
-        }
-        previous = now;
-    }
-}
-
-fn print_counters(now: &Counters, before: &Counters, elapsed: Duration, json: bool) {
-    let delta = now.since(before);
-    let secs = elapsed.as_secs_f64().max(1e-3);
-    if json {
-        print_json(&json!({
-            "at": unix_now(),
-            "interval_seconds": secs,
-            "passed_packets": now.passed_packets(),
-            "dropped_packets": now.dropped_packets(),
-            "passed_per_second": delta.passed_packets() as f64 / secs,
-            "dropped_per_second": delta.dropped_packets() as f64 / secs,
-            "counters": now.iter().map(|(reason, family, c)| json!({
-                "action": reason.action(), "reason": reason.label(), "family": family.label(),
-                "packets": c.packets, "bytes": c.bytes,
-                "packets_per_second": delta.get(reason, family).packets as f64 / secs,
-            })).collect::<Vec<_>>(),
-        }));
-        return;
-    }
-    let mut out = format!(
-        "passed {} ({:.0}/s)  dropped {} ({:.0}/s)\n",
-        now.passed_packets(),
-        delta.passed_packets() as f64 / secs,
-        now.dropped_packets(),
-        delta.dropped_packets() as f64 / secs,
-    );
-    for (reason, family, counter) in now.iter().filter(|(_, _, c)| c.packets > 0) {
-        let rate = delta.get(reason, family).packets as f64 / secs;
-        out.push_str(&format!(
-            "  {:<4} {:<18} {:<5} {:>12} pkts {:>14} bytes {:>10.0}/s\n",
-            reason.action(),
-            reason.label(),
-            family.label(),
-            counter.packets,
-            counter.bytes,
-            rate
-        ));
-    }
-    let _ = std::io::stdout().write_all(out.as_bytes());
 }
 
 /// Set names for the kernel's bits, if the daemon's status describes the
@@ -377,262 +311,6 @@ fn set_names_for(state_dir: &Path, generation: u64) -> Vec<String> {
     match daemon_status(state_dir) {
         Some((status, _)) if status.policy.generation == generation => status.policy.set_names,
         _ => Vec::new(),
-    }
-}
-
-fn check(
-    locations: &Locations,
-    address: IpAddr,
-    transport: Option<Transport>,
-    json: bool,
-) -> Result<Exit> {
-    let pinned = PinnedFilter::open(&locations.pin_dir)?;
-    let explanation = pinned.explain(address, transport)?;
-    let names = set_names_for(&locations.state_dir, explanation.generation);
-    let member_of = explanation
-        .matched
-        .map(|(_, mask)| mask_names(mask, &names))
-        .unwrap_or_default();
-    let denied_by = mask_names(explanation.denied_by, &names);
-    let verdict = explanation.port.map(|(_, _, reason)| reason);
-    let dropped = verdict
-        .map(Reason::is_drop)
-        .unwrap_or(explanation.denied_by != 0 && explanation.armed);
-    let transport_text = |t: Transport| match t {
-        Transport::Tcp(p) => format!("a TCP SYN to port {p}"),
-        Transport::Udp(p) => format!("a UDP datagram to port {p}"),
-    };
-    let why = match explanation.port {
-        None if !explanation.armed => "the filter is not armed: it passes everything".to_string(),
-        None if !denied_by.is_empty() => format!("it is in denied set(s) {}", denied_by.join(", ")),
-        None => "no port given (--tcp or --udp); membership shown above".to_string(),
-        Some((t, bound, reason)) => {
-            let bound_names = mask_names(bound, &names);
-            match reason {
-                Reason::PassUnarmed => "the filter is not armed: it passes everything".to_string(),
-                Reason::DropDeny => format!("it is in denied set(s) {}", denied_by.join(", ")),
-                Reason::PassUnboundPort => {
-                    format!("{} is not protected: no rule binds it", transport_text(t))
-                }
-                Reason::PassMember => format!(
-                    "{} is allowed from {}, and the source is a member",
-                    transport_text(t),
-                    bound_names.join(", ")
-                ),
-                _ => format!(
-                    "{} is allowed only from {}, and the source is in none of them",
-                    transport_text(t),
-                    bound_names.join(", ")
-                ),
-            }
-        }
-    };
-    if json {
-        print_json(&json!({
-            "source": explanation.source.to_string(),
-            "armed": explanation.armed,
-            "generation": explanation.generation,
-            "matched_prefix": explanation.matched.map(|(net, _)| net.to_string()),
-            "member_of": member_of,
-            "denied_by": denied_by,
-            "transport": explanation.port.map(|(t, _, _)| match t {
-                Transport::Tcp(p) => json!({"protocol": "tcp", "port": p}),
-                Transport::Udp(p) => json!({"protocol": "udp", "port": p}),
-            }),
-            "action": if dropped { "drop" } else { "pass" },
-            "reason": verdict.map(Reason::label),
-            "why": why,
-        }));
-    } else {
-        let mut out = format!(
-            "{}: {}\n",
-            explanation.source,
-            match explanation.matched {
-                Some((net, _)) => format!("in {} via {net}", member_of.join(", ")),
-                None => "in no set".to_string(),
-            }
-        );
-        out.push_str(&format!(
-            "verdict: {}{} ({why})\n",
-            if dropped { "DROP" } else { "PASS" },
-            verdict
-                .map(|r| format!(" [{}]", r.label()))
-                .unwrap_or_default()
-        ));
-        let _ = std::io::stdout().write_all(out.as_bytes());
-    }
-    Ok(if dropped { Exit::Dropped } else { Exit::Ok })
-}
-
-fn sets(locations: &Locations, only: Option<&str>, json: bool) -> Result<Exit> {
-    let pinned = PinnedFilter::open(&locations.pin_dir)?;
-    let control = pinned.control()?;
-    let slot = control.active_slot();
-    let names = set_names_for(&locations.state_dir, control.generation);
-    if names.is_empty() {
-        tracing::warn!(
-            "no daemon status for generation {}; sets are shown by bit number",
-            control.generation
-        );
-    }
-    let prefixes = pinned.prefixes(slot)?;
-    let (tcp, udp) = pinned.bound_ports(slot)?;
-    let bits = prefixes.iter().fold(0, |acc, (_, m)| acc | m)
-        | tcp.values().fold(0, |acc, m| acc | m)
-        | udp.values().fold(0, |acc, m| acc | m);
-    let mut listed = Vec::new();
-    for bit in (0..64).filter(|b| bits & (1u64 << b) != 0) {
-        let name = names
-            .get(bit)
-            .cloned()
-            .unwrap_or_else(|| format!("set#{bit}"));
-        if only.is_some_and(|o| o != name) {
-            continue;
-        }
-        let members: Vec<String> = prefixes
-            .iter()
-            .filter(|(_, m)| m & (1u64 << bit) != 0)
-            .map(|(net, _)| net.to_string())
-            .collect();
-        let ports = |map: &std::collections::BTreeMap<u16, SetMask>| {
-            map.iter()
-                .filter(|(_, m)| *m & (1u64 << bit) != 0)
-                .map(|(p, _)| *p)
-                .collect::<Vec<u16>>()
-        };
-        listed.push((name, members, ports(&tcp), ports(&udp)));
-    }
-    if let Some(only) = only {
-        if listed.is_empty() {
-            bail!("the kernel's active policy has no set named `{only}`");
-        }
-    }
-    if json {
-        print_json(&json!({
-            "generation": control.generation,
-            "sets": listed.iter().map(|(name, members, tcp, udp)| json!({
-                "name": name, "prefixes": members, "tcp_ports": tcp, "udp_ports": udp,
-            })).collect::<Vec<_>>(),
-        }));
-    } else {
-        let mut out = format!("policy generation {}\n", control.generation);
-        for (name, members, tcp, udp) in &listed {
-            out.push_str(&format!(
-                "{name}: {} prefixes; tcp {}; udp {}\n",
-                members.len(),
-                ports_text(tcp),
-                ports_text(udp)
-            ));
-            for member in members {
-                out.push_str(&format!("  {member}\n"));
-            }
-        }
-        let _ = std::io::stdout().write_all(out.as_bytes());
-    }
-    Ok(Exit::Ok)
-}
-
-/// `80,443,30000-32767`: consecutive ports folded into ranges.
-fn ports_text(ports: &[u16]) -> String {
-    if ports.is_empty() {
-        return "-".to_string();
-    }
-    let mut parts: Vec<String> = Vec::new();
-    let mut start = ports[0];
-    let mut end = ports[0];
-    for &port in &ports[1..] {
-        if port == end.wrapping_add(1) {
-            end = port;
-            continue;
-        }
-        parts.push(if start == end {
-            start.to_string()
-        } else {
-            format!("{start}-{end}")
-        });
-        start = port;
-        end = port;
-    }
-    parts.push(if start == end {
-        start.to_string()
-    } else {
-        format!("{start}-{end}")
-    });
-    parts.join(",")
-}
-
-fn detach(locations: &Locations) -> Result<Exit> {
-    if let Some((status, true)) = daemon_status(&locations.state_dir) {
-        eprintln!(
-            "xdpgate: warning: the daemon (pid {}) is still running; stop it too, or its next \
-             restart will attach the filter again",
-            status.pid
-        );
-    }
-    let detached = filter::detach_pinned(&locations.pin_dir)?;
-    if !detached.removed_dir {
-        println!("xdpgate: nothing pinned at {}", locations.pin_dir.display());
-        return Ok(Exit::NotPinned);
-    }
-    if detached.interfaces.is_empty() {
-        println!(
-            "xdpgate: removed the pins under {}",
-            locations.pin_dir.display()
-        );
-    } else {
-        println!(
-            "xdpgate: detached from {} and removed the pins under {}",
-            detached.interfaces.join(", "),
-            locations.pin_dir.display()
-        );
-    }
-    Ok(Exit::Ok)
-}
-
-fn config_check(file: &Path, json: bool) -> Result<Exit> {
-    match config::load(file) {
-        Ok(config) => {
-            let interfaces = if config.filter.interfaces.is_empty() {
-                "the default-route interface".to_string()
-            } else {
-                config.filter.interfaces.join(", ")
-            };
-            if json {
-                print_json(&json!({"file": file.display().to_string(), "valid": true}));
-            } else {
-                let proxy = config
-                    .proxy
-                    .as_ref()
-                    .map(|p| {
-                        format!(
-                            "; proxy: {} entrypoints, {} routes, {} services",
-                            p.entrypoints.len(),
-                            p.routes.len(),
-                            p.services.len()
-                        )
-                    })
-                    .unwrap_or_default();
-                println!(
-                    "{}: ok ({} sets, {} allow rules, {} denied sets, on {interfaces}{proxy})",
-                    file.display(),
-                    config.filter.sets.len(),
-                    config.filter.allow.len(),
-                    config.filter.deny.len(),
-                );
-            }
-            Ok(Exit::Ok)
-        }
-        Err(e) => {
-            if json {
-                print_json(&json!({
-                    "file": file.display().to_string(), "valid": false, "error": e.to_string(),
-                    "line": e.line, "key": e.key,
-                }));
-            } else {
-                eprintln!("xdpgate: {e}");
-            }
-            Ok(Exit::BadConfig)
-        }
     }
 }
 

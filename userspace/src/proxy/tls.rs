@@ -624,5 +624,5 @@ fn client_verifier(
 }
 
 #[cfg(test)]
-#[path = "tls_tests.rs"]
+#[path = "tls_tests/mod.rs"]
 mod tests;
