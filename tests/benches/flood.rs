@@ -425,8 +425,7 @@ fn main() {
         let other = Workdir::new("bench-flood-compared", binary.to_str().expect("UTF-8 path"));
         let config = other.write("xdpgate.yaml", &xdpgate_config(&lab.server_if, &allowed));
         report.command(format!(
-            "# {COMPARED}: {} with the same config",
-            binary.display()
+            "# {COMPARED}: another build of xdpgate (--compare), with the same config"
         ));
         xdpgates.push((COMPARED.to_string(), other, config));
     }
