@@ -1,5 +1,5 @@
 //! `xdpgate top`: the heaviest dropped sources, live, as `top` shows
-//! processes. Each refresh reads the kernel's per-source map through the pins
+//! processes. Each refresh reads the kernel's per-source table through the pins
 //! and ranks the (prefix, reason) pairs by packets or by packets per second
 //! since the previous refresh. It reads only; it never changes the filter.
 use std::{

@@ -180,7 +180,7 @@ impl Filter {
 
     /// As [`Filter::load`], from another build of the program (`cargo xtask
     /// bench xdp --compare` measures two builds in one run). An object from
-    /// before the per-source map loads; [`Filter::sources`] then says so.
+    /// before the per-source table loads; [`Filter::sources`] then says so.
     pub fn load_object(object: &[u8]) -> Result<Self, FilterError> {
         let ebpf = EbpfLoader::new()
             .load(object)

@@ -1,5 +1,5 @@
 //! The heaviest dropped sources in `/metrics`: the [`TOP_SOURCES`] (prefix,
-//! reason) pairs of the kernel's per-source map with the most packets, read
+//! reason) pairs of the kernel's per-source table with the most packets, read
 //! at each scrape.
 //!
 //! Label cardinality is bounded per scrape: `rank` is 1..=[`TOP_SOURCES`],
@@ -17,7 +17,7 @@ use crate::filter::{Sources, TopOrder};
 /// How many sources a scrape exports.
 pub const TOP_SOURCES: usize = 10;
 
-/// Reads the kernel's per-source map at scrape time; `None` when it cannot
+/// Reads the kernel's per-source table at scrape time; `None` when it cannot
 /// be read (then the family is left out).
 pub(super) type ReadSources = dyn Fn() -> Option<Sources> + Send + Sync;
 
