@@ -181,17 +181,25 @@ fn drops_are_counted_under_their_source_prefix_and_reason_and_passes_are_not() {
     );
 }
 
-/// Runs the rest of the test on CPU 0: `BPF_PROG_TEST_RUN` runs the program
-/// on the caller's CPU, and the source table is per CPU.
+/// Runs the rest of the test on the CPU it is on now: `BPF_PROG_TEST_RUN`
+/// runs the program on the caller's CPU, and the source table is per CPU.
 fn stay_on_one_cpu() {
-    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread only.
+    // SAFETY: sched_getcpu has no preconditions; the cpu_set_t is zeroed and
+    // gets one bit, and the affinity is this thread's only.
     unsafe {
+        let cpu = libc::sched_getcpu();
+        assert!(
+            cpu >= 0,
+            "sched_getcpu: {}",
+            std::io::Error::last_os_error()
+        );
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
+        libc::CPU_SET(cpu as usize, &mut set);
         assert_eq!(
             libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
             0,
-            "pin the test thread to CPU 0"
+            "pin the test thread to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
         );
     }
 }
