@@ -22,7 +22,7 @@ use rustls::{
     server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier},
     sign::CertifiedKey,
     version::{TLS12, TLS13},
-    RootCertStore, ServerConfig, SupportedProtocolVersion,
+    CipherSuite, RootCertStore, ServerConfig, SupportedProtocolVersion,
 };
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -134,7 +134,7 @@ impl TlsEntrypoint {
     /// pairs, generates a self-signed certificate for `localhost` and the host
     /// name (and logs a warning saying so).
     pub fn load(entrypoint: &str, config: &TlsConfig) -> Result<TlsEntrypoint, TlsError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(server_provider());
         let mut loaded = Vec::with_capacity(config.certs.len());
         let mut watched = Vec::with_capacity(config.certs.len());
         for pair in &config.certs {
@@ -178,6 +178,9 @@ impl TlsEntrypoint {
         };
         let mut server_config = builder.with_cert_resolver(certs.clone());
         server_config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+        // The server's order of cipher suites, not the client's (see
+        // `server_provider`).
+        server_config.ignore_client_order = true;
         // Stateless tickets (keys rotated by the ticketer) on top of the
         // default session-ID cache, so resumption does not cost memory per client.
         server_config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(setup)?;
@@ -407,196 +410,6 @@ fn read(entrypoint: &str, path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-/// Whether a certificate chain and key in PEM would load as a pair, checked
-/// as [`TlsEntrypoint::load`] checks files (for Ingress TLS Secrets, before
-/// they are written out: one bad Secret must not refuse the whole reload).
-/// The error names `tls.crt`/`tls.key`, never their content.
-pub fn check_pair(cert_pem: &[u8], key_pem: &[u8]) -> Result<(), String> {
-    let provider = rustls::crypto::ring::default_provider();
-    let pair = CertPair {
-        cert: PathBuf::from("tls.crt"),
-        key: PathBuf::from("tls.key"),
-    };
-    load_pair("ingress", &pair, cert_pem, key_pem, &provider)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-}
-
-/// Parses one pair: the certificate file holds the chain, leaf first; the key
-/// file's first private key must be the leaf's.
-fn load_pair(
-    entrypoint: &str,
-    pair: &CertPair,
-    cert_pem: &[u8],
-    key_pem: &[u8],
-    provider: &CryptoProvider,
-) -> Result<LoadedCert, TlsError> {
-    let invalid_pem = |file: &Path| {
-        let entrypoint = entrypoint.to_string();
-        let file = file.to_path_buf();
-        move |error| TlsError::InvalidPem {
-            entrypoint,
-            file,
-            error,
-        }
-    };
-    let chain = CertificateDer::pem_slice_iter(cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(invalid_pem(&pair.cert))?;
-    let Some(leaf) = chain.first() else {
-        return Err(TlsError::NoCertificate {
-            entrypoint: entrypoint.to_string(),
-            file: pair.cert.clone(),
-        });
-    };
-    let invalid_cert = |error: String| TlsError::InvalidCertificate {
-        entrypoint: entrypoint.to_string(),
-        file: pair.cert.clone(),
-        error,
-    };
-    let (names, not_after) = describe(leaf).map_err(invalid_cert)?;
-
-    let key = match PrivateKeyDer::from_pem_slice(key_pem) {
-        Ok(key) => key,
-        Err(rustls_pki_types::pem::Error::NoItemsFound) => {
-            return Err(TlsError::NoKey {
-                entrypoint: entrypoint.to_string(),
-                file: pair.key.clone(),
-            })
-        }
-        Err(error) => return Err(invalid_pem(&pair.key)(error)),
-    };
-    let signing_key = provider
-        .key_provider
-        .load_private_key(key)
-        .map_err(|error| TlsError::UnsupportedKey {
-            entrypoint: entrypoint.to_string(),
-            file: pair.key.clone(),
-            error,
-        })?;
-    let certified = CertifiedKey::new(chain, signing_key);
-    match certified.keys_match() {
-        // A key type that cannot tell its public half is taken on trust, as rustls does.
-        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
-        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
-            return Err(TlsError::KeyMismatch {
-                entrypoint: entrypoint.to_string(),
-                cert: pair.cert.clone(),
-                key: pair.key.clone(),
-            })
-        }
-        Err(error) => return Err(invalid_cert(error.to_string())),
-    }
-    Ok(LoadedCert {
-        key: Arc::new(certified),
-        file: pair.cert.display().to_string(),
-        names,
-        not_after,
-        self_signed: false,
-    })
-}
-
-/// A certificate's DNS names (SANs, else the subject CN), lower-cased, and
-/// its expiry in Unix seconds.
-fn describe(cert: &CertificateDer<'_>) -> Result<(Vec<String>, i64), String> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert).map_err(|e| e.to_string())?;
-    let sans = parsed
-        .subject_alternative_name()
-        .map_err(|e| format!("subjectAltName: {e}"))?;
-    let mut names: Vec<String> = sans
-        .iter()
-        .flat_map(|ext| ext.value.general_names.iter())
-        .filter_map(|name| match name {
-            x509_parser::extensions::GeneralName::DNSName(dns) => Some(dns.to_ascii_lowercase()),
-            _ => None,
-        })
-        .collect();
-    if names.is_empty() && sans.is_none() {
-        names.extend(
-            parsed
-                .subject()
-                .iter_common_name()
-                .filter_map(|cn| cn.as_str().ok())
-                .map(str::to_ascii_lowercase),
-        );
-    }
-    Ok((names, parsed.validity().not_after.timestamp()))
-}
-
-fn log_loaded(entrypoint: &str, cert: &LoadedCert, what: &str) {
-    let now = crate::status::unix_now() as i64;
-    let names = cert.names.join(", ");
-    if cert.not_after < now {
-        tracing::warn!(
-            entrypoint,
-            file = %cert.file,
-            "{what} an EXPIRED certificate for {names} (not after {})",
-            cert.not_after
-        );
-    } else if cert.names.is_empty() {
-        tracing::warn!(
-            entrypoint,
-            file = %cert.file,
-            "{what} a certificate with no DNS name: it is served only as the default"
-        );
-    } else {
-        tracing::info!(entrypoint, file = %cert.file, "{what} certificate for {names}");
-    }
-}
-
-fn self_signed(entrypoint: &str, provider: &CryptoProvider) -> Result<LoadedCert, TlsError> {
-    let failed = |error: String| TlsError::SelfSigned {
-        entrypoint: entrypoint.to_string(),
-        error,
-    };
-    let mut names = vec!["localhost".to_string()];
-    names.extend(host_name());
-    let mut params = rcgen::CertificateParams::new(names.clone())
-        // A host name rcgen will not encode should not stop the proxy.
-        .or_else(|_| rcgen::CertificateParams::new(vec!["localhost".to_string()]))
-        .map_err(|e| failed(e.to_string()))?;
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "xdpgate self-signed");
-    let now = SystemTime::now();
-    // An hour of slack for clients whose clock is behind.
-    params.not_before = (now - Duration::from_secs(3600)).into();
-    params.not_after = (now + SELF_SIGNED_VALIDITY).into();
-    let key_pair = rcgen::KeyPair::generate().map_err(|e| failed(e.to_string()))?;
-    let cert = params
-        .self_signed(&key_pair)
-        .map_err(|e| failed(e.to_string()))?;
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pair.serialize_der()));
-    let signing_key = provider
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| failed(e.to_string()))?;
-    let (names, not_after) = describe(cert.der()).map_err(failed)?;
-    Ok(LoadedCert {
-        key: Arc::new(CertifiedKey::new(vec![cert.der().clone()], signing_key)),
-        file: SELF_SIGNED.to_string(),
-        names,
-        not_after,
-        self_signed: true,
-    })
-}
-
-fn host_name() -> Option<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: the pointer and length describe `buf`, which outlives the call.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return None;
-    }
-    let end = buf.iter().position(|&b| b == 0)?;
-    let name = std::str::from_utf8(&buf[..end])
-        .ok()?
-        .trim()
-        .to_ascii_lowercase();
-    (!name.is_empty() && name != "localhost").then_some(name)
-}
-
 fn client_verifier(
     entrypoint: &str,
     bundle: &Path,
@@ -622,6 +435,13 @@ fn client_verifier(
         .build()
         .map_err(|e| failed(e.to_string()))
 }
+
+#[path = "tls_certs.rs"]
+mod certs;
+pub use certs::check_pair;
+#[cfg(test)]
+use certs::describe;
+use certs::{load_pair, log_loaded, self_signed, server_provider};
 
 #[cfg(test)]
 #[path = "tls_tests/mod.rs"]

@@ -171,3 +171,32 @@ async fn sessions_resume() {
         assert_eq!(second.kind, Some(HandshakeKind::Resumed), "{versions:?}");
     }
 }
+
+/// The server's order decides: a client that lists AES-256-GCM-SHA384 first
+/// (as OpenSSL, curl and wrk do) gets AES-128-GCM-SHA256, whose hash the CPU
+/// accelerates; a client that offers only AES-256 still gets it.
+#[tokio::test]
+async fn the_server_prefers_aes_128_gcm_whatever_the_client_lists_first() {
+    use rustls::CipherSuite::{TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384};
+    let dir = tempdir();
+    let ca = TestCa::new("test CA");
+    let pair = write_pair(dir.path(), "site", &ca.server_cert(&["site.test"]));
+    let tls = TlsEntrypoint::load("websecure", &tls_config(vec![pair])).unwrap();
+    let server = TestServer::start(tls.acceptor()).await;
+
+    let openssl_order = client(&ca);
+    let seen = connect(&server, openssl_order, "site.test").await.unwrap();
+    assert_eq!(seen.suite, Some(TLS13_AES_128_GCM_SHA256));
+
+    let mut only_256 = rustls::crypto::ring::default_provider();
+    only_256
+        .cipher_suites
+        .retain(|s| s.suite() == TLS13_AES_256_GCM_SHA384);
+    let config = ClientConfig::builder_with_provider(std::sync::Arc::new(only_256))
+        .with_protocol_versions(&[&TLS13])
+        .unwrap()
+        .with_root_certificates(ca.roots())
+        .with_no_client_auth();
+    let seen = connect(&server, config, "site.test").await.unwrap();
+    assert_eq!(seen.suite, Some(TLS13_AES_256_GCM_SHA384));
+}

@@ -184,6 +184,7 @@ struct ClientSide {
     names: Vec<String>,
     alpn: Option<Vec<u8>>,
     kind: Option<HandshakeKind>,
+    suite: Option<rustls::CipherSuite>,
 }
 
 /// Connects, completes the handshake and reads the server's `ok`, which is
@@ -215,6 +216,7 @@ async fn connect_shared(
         names: describe(leaf).unwrap().0,
         alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
         kind: conn.handshake_kind(),
+        suite: conn.negotiated_cipher_suite().map(|s| s.suite()),
     })
 }
 
