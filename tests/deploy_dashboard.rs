@@ -10,15 +10,13 @@
 //! root; the structure checks run everywhere.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    io::{Read as _, Write as _},
     time::Duration,
 };
 
 use serde_json::Value;
 use xdpgate_tests::dashboard::{self, DASHBOARD};
 use xdpgate_tests::lab::{
-    admin_get, connect_from, in_netns, lab_ready, members, outsiders, wait_for, Call, ProxyLab,
-    ProxySetup, TLS_PORT,
+    admin_get, connect_from, in_netns, lab_ready, outsiders, wait_for, ProxyLab, ProxySetup,
 };
 
 const DATASOURCE: &str = "${datasource}";
@@ -279,35 +277,8 @@ fn every_metric_the_dashboard_queries_is_in_the_daemons_scrape() {
     });
     let ns = proxy.lab.server_ns.clone();
 
-    // A request on each entrypoint, and one whose upstream refuses.
-    let member = members()[0];
-    for (call, status) in [
-        (Call::plain(member).host("app.test"), 200),
-        (
-            Call::tls(outsiders()[6])
-                .sni("localhost")
-                .host("app.test")
-                .h2(),
-            200,
-        ),
-        (Call::tls(member).sni("localhost").host("app.test"), 200),
-        (Call::plain(member).host("down.test"), 502),
-    ] {
-        let reply = proxy
-            .send(&call)
-            .unwrap_or_else(|e| panic!("{call:?}: no answer: {e}"));
-        assert_eq!(reply.status, status, "{call:?}: {}", reply.text());
-    }
-    // Plain text on the TLS entrypoint: a failed handshake.
-    in_netns(&proxy.lab.client_ns, || {
-        let mut stream =
-            connect_from(member, TLS_PORT, Duration::from_secs(2)).expect("connect to :8443");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(3)))
-            .expect("read timeout");
-        let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n");
-        let _ = stream.read_to_end(&mut Vec::new());
-    });
+    // A request on each entrypoint, a 502 and a failed handshake.
+    dashboard::proxy_traffic(&proxy);
     // A SYN the filter drops (port 22 is bound to `members`), so the top
     // dropped sources have a row.
     in_netns(&proxy.lab.client_ns, || {
