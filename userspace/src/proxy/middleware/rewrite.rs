@@ -255,6 +255,22 @@ mod tests {
         );
     }
 
+    /// Each (path, path forwarded, `X-Forwarded-Prefix` sent) case.
+    fn assert_strips(strip: &StripPrefix, cases: &[(&str, &str, Option<&str>)]) {
+        for &(from, to, header) in cases {
+            let mut r = request(Method::GET, from, "h", None);
+            strip.apply(&mut r);
+            assert_eq!(r.uri().to_string(), to, "{from}");
+            assert_eq!(
+                r.headers()
+                    .get("x-forwarded-prefix")
+                    .map(|v| v.to_str().unwrap()),
+                header,
+                "{from}"
+            );
+        }
+    }
+
     #[test]
     fn strip_prefix_is_element_wise_and_keeps_the_query() {
         let strip = StripPrefix::new(&StripPrefixConfig {
@@ -267,18 +283,7 @@ mod tests {
             ("/apix/users", "/apix/users", None),
             ("/v1/x", "/x", Some("/v1")),
         ];
-        for (from, to, header) in cases {
-            let mut r = request(Method::GET, from, "h", None);
-            strip.apply(&mut r);
-            assert_eq!(r.uri().to_string(), to, "{from}");
-            assert_eq!(
-                r.headers()
-                    .get("x-forwarded-prefix")
-                    .map(|v| v.to_str().unwrap()),
-                header,
-                "{from}"
-            );
-        }
+        assert_strips(&strip, &cases);
     }
 
     #[test]
@@ -298,18 +303,7 @@ mod tests {
             ("/static", "/static", None),
             ("/other", "/other", None),
         ];
-        for (from, to, header) in cases {
-            let mut r = request(Method::GET, from, "h", None);
-            strip.apply(&mut r);
-            assert_eq!(r.uri().to_string(), to, "{from}");
-            assert_eq!(
-                r.headers()
-                    .get("x-forwarded-prefix")
-                    .map(|v| v.to_str().unwrap()),
-                header,
-                "{from}"
-            );
-        }
+        assert_strips(&strip, &cases);
     }
 
     #[test]
