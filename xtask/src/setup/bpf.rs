@@ -20,7 +20,7 @@ pub(super) fn linker(run: &mut Run) -> Result<()> {
     let install_root = bin
         .parent()
         .and_then(Path::parent)
-        .context("bpf-linker path has no run.install root")?
+        .context("bpf-linker path has no install root")?
         .to_path_buf();
     if let Some(version) = bpf_linker_version(&bin) {
         let state = if run.install {
@@ -44,7 +44,7 @@ pub(super) fn linker(run: &mut Run) -> Result<()> {
         match bpf_linker_version(&bin) {
             Some(version) => println!("setup: built {} ({version})", bin.display()),
             None => bail!(
-                "setup: `cargo run.install` finished but `{} --version` does not run",
+                "setup: `cargo install` finished but `{} --version` does not run",
                 bin.display()
             ),
         }

