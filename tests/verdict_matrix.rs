@@ -204,3 +204,98 @@ fn a_policy_swap_takes_effect_between_two_packets() {
     assert_eq!(counters.get(DropNotMemberTcp, V4).packets, 2);
     assert_eq!(counters.get(PassMember, V4).packets, 1);
 }
+
+/// The program skips the trie for a source whose /16 holds no prefix. Each
+/// policy below puts prefixes of every length class (a /7 spanning 512 /16s,
+/// a /20 sharing its /16, a /32, IPv6 /15 and /128) where the one before had
+/// none, and takes them away again, through both slots twice: a member must
+/// pass at both ends of its prefix, and a non-member beside it must drop,
+/// whatever the previous policies left in the maps.
+#[test]
+fn members_pass_in_every_16_their_prefixes_touch_across_swaps() {
+    if !have_bpf_privileges("members_pass_in_every_16_their_prefixes_touch_across_swaps") {
+        return;
+    }
+    let layouts: [(&[&str], &[&str], &[&str]); 4] = [
+        (
+            &[
+                "10.0.0.0/7",
+                "173.245.48.0/20",
+                "192.0.2.77/32",
+                "2400::/15",
+            ],
+            &[
+                "10.0.0.1",
+                "11.255.255.254",
+                "173.245.48.1",
+                "173.245.63.254",
+                "192.0.2.77",
+                "2400::1",
+                "2401:ffff::1",
+            ],
+            &[
+                "9.255.255.254",
+                "12.0.0.1",
+                "173.245.47.254",
+                "173.245.64.1",
+                "192.0.2.76",
+                "192.0.3.77",
+                "2402::1",
+                "23ff:ffff::1",
+            ],
+        ),
+        (
+            &["12.0.0.0/16", "2606:4700::/32", "2001:db8::5/128"],
+            &["12.0.0.1", "12.0.255.254", "2606:4700::1", "2001:db8::5"],
+            &[
+                "10.0.0.1",
+                "11.255.255.254",
+                "173.245.48.1",
+                "192.0.2.77",
+                "2400::1",
+                "2001:db8::6",
+                "2606:4701::1",
+            ],
+        ),
+        (
+            &["0.0.0.0/1", "::/1"],
+            &["10.0.0.1", "127.255.255.254", "2001:db8::6"],
+            &["128.0.0.1", "173.245.48.1", "8000::1"],
+        ),
+        (
+            &["173.245.48.0/20"],
+            &["173.245.48.1"],
+            &[
+                "10.0.0.1",
+                "12.0.0.1",
+                "173.245.0.1",
+                "2606:4700::1",
+                "2001:db8::5",
+            ],
+        ),
+    ];
+    let mut harness = Harness::new();
+    for round in 0..2 {
+        for (prefixes, members, outsiders) in layouts {
+            let mut layout = spec(false);
+            layout.sets.insert(
+                "cloudflare".into(),
+                prefixes.iter().map(|p| p.parse().unwrap()).collect(),
+            );
+            harness.filter.apply(&compile(&layout).unwrap()).unwrap();
+            for (sources, expected) in [
+                (members, (XDP_PASS, PassMember)),
+                (outsiders, (XDP_DROP, DropNotMemberTcp)),
+            ] {
+                for source in sources {
+                    let outcome = harness.run(&syn(source, 443).build());
+                    assert_eq!(
+                        (outcome.action, outcome.counted.0),
+                        expected,
+                        "round {round}, policy {prefixes:?}: SYN from {source}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -68,6 +68,7 @@ macro_rules! map_names {
             V6_SLOT1 = "XDPGATE_V6_SLOT1";
             COUNTERS = "XDPGATE_COUNTERS";
             SOURCES = "XDPGATE_SOURCE_SETS";
+            EMPTY_16S = "XDPGATE_EMPTY_16S";
         }
     };
 }
@@ -138,6 +139,27 @@ pub struct SlotOptions {
     /// [`OPT_STRICT`] | [`OPT_FILTER_TUNNELS`].
     pub flags: u32,
     pub _pad: u32,
+}
+
+/// Words of [`maps::EMPTY_16S`] per slot and family: one bit for each of the
+/// 65,536 values of an address's first 16 bits.
+pub const EMPTY_16_WORDS: u32 = 65_536 / 64;
+/// Entries of [`maps::EMPTY_16S`]: a bitmap per slot and family.
+pub const EMPTY_16_ENTRIES: u32 = SLOTS * 2 * EMPTY_16_WORDS;
+
+/// The word of [`maps::EMPTY_16S`] that holds the bit of `top16` (an
+/// address's first 16 bits) for this slot and family (IPv6 when `v6`). A set
+/// bit says no prefix of that slot's trie for that family lies within or
+/// over the /16: a source there is in no set, and the program skips the
+/// trie. A clear bit says nothing, so a map that is all zero (just created,
+/// or never written) costs a lookup but never a wrong verdict.
+pub const fn empty_16_index(slot: u32, v6: bool, top16: u16) -> u32 {
+    (slot * 2 + v6 as u32) * EMPTY_16_WORDS + (top16 as u32 >> 6)
+}
+
+/// The bit of `top16` within its [`empty_16_index`] word.
+pub const fn empty_16_bit(top16: u16) -> u64 {
+    1 << (top16 & 63)
 }
 
 /// Key data of the IPv4 tries (the prefix length precedes it in the LPM key).

@@ -5,13 +5,16 @@
 //! only when the answer depends on it.
 use aya_ebpf::maps::{lpm_trie::Key, Array};
 use xdpgate_common::{
-    Family, Reason, SetMask, SlotOptions, V4KeyData, V6KeyData, OPT_FILTER_TUNNELS, OPT_STRICT,
-    STATE_ARMED, STATE_SLOT1, TUNNEL_PROTOCOLS,
+    empty_16_bit, empty_16_index, Family, Reason, SetMask, SlotOptions, V4KeyData, V6KeyData,
+    OPT_FILTER_TUNNELS, OPT_STRICT, STATE_ARMED, STATE_SLOT1, TUNNEL_PROTOCOLS,
 };
 
 use crate::{
     count::{drop_prefix, SourcePrefix, NO_SOURCE},
-    maps::{CONTROL, SLOT_OPTIONS, TCP_PORTS, UDP_PORTS, V4_SLOT0, V4_SLOT1, V6_SLOT0, V6_SLOT1},
+    maps::{
+        CONTROL, EMPTY_16S, SLOT_OPTIONS, TCP_PORTS, UDP_PORTS, V4_SLOT0, V4_SLOT1, V6_SLOT0,
+        V6_SLOT1,
+    },
     parse::{Addr, Seen, Shape, Transport},
 };
 
@@ -78,11 +81,25 @@ fn question(transport: &Transport, options: &SlotOptions, slot: u32) -> Question
     }
 }
 
-/// The mask of every set holding `addr`: the one LPM lookup.
+/// Whether the slot's trie for the family holds no prefix within or over
+/// the /16 that starts with `top16`: then the source is in no set.
+#[inline(always)]
+fn in_empty_16(slot: u32, v6: bool, top16: u16) -> bool {
+    match EMPTY_16S.get(empty_16_index(slot, v6, top16)) {
+        Some(word) => word & empty_16_bit(top16) != 0,
+        None => false,
+    }
+}
+
+/// The mask of every set holding `addr`: the one LPM lookup, skipped when
+/// the source's /16 holds no prefix.
 #[inline(always)]
 fn sets_of(addr: Addr, slot: u32) -> SetMask {
     match addr {
         Addr::V4(a) => {
+            if in_empty_16(slot, false, u16::from_be_bytes([a[0], a[1]])) {
+                return 0;
+            }
             let key = Key::new(32, *a);
             if slot == 0 {
                 v4_slot0(&key)
@@ -91,6 +108,9 @@ fn sets_of(addr: Addr, slot: u32) -> SetMask {
             }
         }
         Addr::V6(a) => {
+            if in_empty_16(slot, true, u16::from_be_bytes([a[0], a[1]])) {
+                return 0;
+            }
             let key = Key::new(128, *a);
             if slot == 0 {
                 v6_slot0(&key)

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use xdpgate_common::{
     Control, Counter, SetMask, SlotOptions, SourceSet, V4KeyData, V6KeyData, COUNTER_ENTRIES,
-    LPM_MAX_ENTRIES, PORT_ENTRIES, SOURCE_SETS,
+    EMPTY_16_ENTRIES, LPM_MAX_ENTRIES, PORT_ENTRIES, SOURCE_SETS,
 };
 
 /// Declares each map under the name `xdpgate_common::map_names!` gives it.
@@ -59,6 +59,13 @@ macro_rules! declare_map {
         #[map(name = $name)]
         pub static COUNTERS: PerCpuArray<Counter> =
             PerCpuArray::with_max_entries(COUNTER_ENTRIES, 0);
+    };
+    // Which /16s hold no prefix, per slot and family: the trie lookup costs
+    // more than the rest of a drop together, and a flood from random sources
+    // mostly comes from /16s an allow list never touches.
+    (EMPTY_16S, $name:literal) => {
+        #[map(name = $name)]
+        pub static EMPTY_16S: Array<u64> = Array::with_max_entries(EMPTY_16_ENTRIES, 0);
     };
     // Per CPU, so a drop writes its own CPU's set without an atomic or a
     // lock, and the same prefix hit on several CPUs (RSS spreads its flows)

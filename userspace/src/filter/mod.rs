@@ -26,6 +26,7 @@ use crate::policy::CompiledPolicy;
 
 pub mod attach;
 pub mod bpfsys;
+mod empty_16s;
 pub mod pins;
 pub mod route;
 pub mod sources;
@@ -107,6 +108,8 @@ pub(crate) struct KernelMaps {
     pub counters: PerCpuArray<MapData, Counter>,
     /// Absent only under pins a daemon from before the map existed left.
     pub sources: Option<sources::SourceMap>,
+    /// Absent only in an object from before the map existed (`--compare`).
+    pub empty_16s: Option<Array<MapData, u64>>,
 }
 
 impl KernelMaps {
@@ -139,6 +142,10 @@ impl KernelMaps {
                 .ok()
                 .map(|map| typed(maps::SOURCES, map))
                 .transpose()?,
+            empty_16s: get(maps::EMPTY_16S)
+                .ok()
+                .map(|map| typed(maps::EMPTY_16S, map))
+                .transpose()?,
         })
     }
 }
@@ -148,6 +155,9 @@ pub struct Filter {
     ebpf: Ebpf,
     maps: KernelMaps,
     slots: [SlotContents; 2],
+    /// The empty-/16 bitmaps this process wrote into each slot; `None`
+    /// until it has written one whole (the map may hold anything before).
+    written_16s: [Option<Vec<u64>>; 2],
     retired_at: Option<Instant>,
     attachments: Vec<(String, XdpLinkId)>,
     pins: Option<pins::PinLayout>,
@@ -273,6 +283,7 @@ impl Filter {
         Ok(Filter {
             maps,
             slots: [empty(), empty()],
+            written_16s: [None, None],
             retired_at: None,
             attachments: Vec::new(),
             pins,
@@ -420,10 +431,30 @@ impl Filter {
             |n: &Ipv6Net| Key::new(n.prefix_len().into(), n.network().octets()),
         )?;
 
+        self.write_empty_16s(slot, policy)?;
         self.maps
             .slot_options
             .set(slot, policy.options, 0)
             .map_err(map_error(maps::SLOT_OPTIONS))
+    }
+
+    /// Makes the slot's empty-/16 bitmaps match `policy`'s tries, writing
+    /// only the words that differ from what this process wrote there last.
+    fn write_empty_16s(&mut self, slot: u32, policy: &CompiledPolicy) -> Result<(), FilterError> {
+        let Some(map) = self.maps.empty_16s.as_mut() else {
+            return Ok(());
+        };
+        let new = empty_16s::bitmaps(policy);
+        let old = self.written_16s[slot as usize].take();
+        let base = slot * new.len() as u32;
+        for (i, word) in new.iter().enumerate() {
+            if old.as_ref().is_none_or(|old| old[i] != *word) {
+                map.set(base + i as u32, word, 0)
+                    .map_err(map_error(maps::EMPTY_16S))?;
+            }
+        }
+        self.written_16s[slot as usize] = Some(new);
+        Ok(())
     }
 
     /// The kernel's counters, summed over CPUs.
