@@ -112,6 +112,36 @@ fn outsider(policy: &CompiledPolicy, v6: bool) -> String {
     }
 }
 
+/// A source in no set of `policy` whose first 16 bits a prefix of
+/// `members` shares (e.g. 173.245.0.0/16 of Cloudflare's 173.245.48.0/20):
+/// the program cannot skip the trie for it.
+fn near_outsider(policy: &CompiledPolicy, members: &CompiledPolicy, v6: bool) -> String {
+    let mut rng = XorShift(7);
+    let tops: Vec<IpAddr> = if v6 {
+        members.v6.keys().map(|n| IpAddr::V6(n.network())).collect()
+    } else {
+        members.v4.keys().map(|n| IpAddr::V4(n.network())).collect()
+    };
+    for top in tops {
+        for _ in 0..10_000 {
+            let addr: IpAddr = match top {
+                IpAddr::V4(t) => {
+                    let low = rng.next() as u32 & 0xffff;
+                    std::net::Ipv4Addr::from(u32::from(t) & 0xffff_0000 | low).into()
+                }
+                IpAddr::V6(t) => {
+                    let low = ((rng.next() as u128) << 64 | rng.next() as u128) >> 16;
+                    std::net::Ipv6Addr::from(u128::from(t) & (0xffff << 112) | low).into()
+                }
+            };
+            if policy.lookup(addr) == 0 {
+                return addr.to_string();
+            }
+        }
+    }
+    panic!("every /16 of the member prefixes is full of members")
+}
+
 /// A baseline object with its LPM trie filled with `policy`'s IPv4 prefixes.
 struct Baseline {
     ebpf: Ebpf,
@@ -291,10 +321,16 @@ fn main() {
     let out6 = outsider(&bulk, true);
     let member4 = "104.16.0.1";
     let member6 = "2606:4700::1";
+    let near4 = near_outsider(&bulk, &cloudflare, false);
+    let near6 = near_outsider(&bulk, &cloudflare, true);
     let shapes: Vec<(&str, Vec<u8>)> = vec![
         (
             "v4 non-member SYN :443 (drop)",
             Packet::tcp(&out4, 443, Flags::Syn).build(),
+        ),
+        (
+            "v4 non-member SYN, member's /16 (drop)",
+            Packet::tcp(&near4, 443, Flags::Syn).build(),
         ),
         (
             "v4 member SYN :443",
@@ -340,6 +376,10 @@ fn main() {
         (
             "v6 non-member SYN :443 (drop)",
             Packet::tcp(&out6, 443, Flags::Syn).build(),
+        ),
+        (
+            "v6 non-member SYN, member's /16 (drop)",
+            Packet::tcp(&near6, 443, Flags::Syn).build(),
         ),
         (
             "v6 member SYN :443",
