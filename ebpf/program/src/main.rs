@@ -8,11 +8,12 @@
 //! shape of xdp-tools' `parsing_helpers.h`, ending in a shape. [`judge`]:
 //! read the control word and the active slot's options, then decide, with at
 //! most one LPM lookup of the source, whose value is the bitmask of every set
-//! holding it; each port maps to the bitmask of the sets bound to it. A shape
+//! holding it (none when the slot's bits say the source's /16 holds no
+//! prefix); each port maps to the bitmask of the sets bound to it. A shape
 //! that hides its port is dropped from everyone; a shape that shows the port
 //! but hides the rest is judged as a connection attempt to that port.
 //! [`count`]: every verdict per reason and family, and every drop under its
-//! source's /24 or /48 in an LRU map (`xdpgate top`). The maps are declared
+//! source's /24 or /48 in a per-CPU table (`xdpgate top`). The maps are declared
 //! in [`maps`]. Userspace owns the policy; this program only reads it.
 #![no_std]
 #![no_main]
