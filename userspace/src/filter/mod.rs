@@ -108,7 +108,8 @@ pub(crate) struct KernelMaps {
     pub counters: PerCpuArray<MapData, Counter>,
     /// Absent only under pins a daemon from before the map existed left.
     pub sources: Option<sources::SourceMap>,
-    /// Absent only in an object from before the map existed (`--compare`).
+    /// Absent in an object from before the map existed (`--compare`), or
+    /// under pins such a build left (read-only views of them).
     pub empty_16s: Option<Array<MapData, u64>>,
 }
 
