@@ -429,8 +429,23 @@ mod tests {
         for (i, name) in maps::ALL.iter().enumerate() {
             assert!(!maps::ALL[..i].contains(name), "{name} twice");
         }
-        assert_eq!(maps::ALL.len(), 10);
+        assert_eq!(maps::ALL.len(), 11);
         assert_eq!(maps::ALL[0], maps::CONTROL);
+    }
+
+    #[test]
+    fn empty_16_bits_cover_every_slot_family_and_16_once() {
+        let mut seen = vec![0u64; EMPTY_16_ENTRIES as usize];
+        for slot in 0..SLOTS {
+            for v6 in [false, true] {
+                for top in 0..=u16::MAX {
+                    let word = &mut seen[empty_16_index(slot, v6, top) as usize];
+                    assert_eq!(*word & empty_16_bit(top), 0, "{slot}/{v6}/{top:#x} twice");
+                    *word |= empty_16_bit(top);
+                }
+            }
+        }
+        assert!(seen.iter().all(|word| *word == u64::MAX));
     }
 
     #[test]
