@@ -207,6 +207,35 @@ pub fn probe(ns: &str, url: &str, http2: bool) -> (u16, String) {
     (status.trim().parse().unwrap_or(0), body.to_string())
 }
 
+/// The TLS version curl negotiates with `url` from namespace `ns` ("TLSv1.3"),
+/// from its verbose log; empty if it made no TLS connection.
+pub fn tls_version(ns: &str, url: &str, http2: bool) -> String {
+    let version = if http2 { "--http2" } else { "--http1.1" };
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{ns}"))
+        .args([
+            "--",
+            "curl",
+            "-skv",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            version,
+            url,
+        ])
+        .output();
+    let log = out
+        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        .unwrap_or_default();
+    // "* SSL connection using TLSv1.3 / TLS_AES_128_GCM_SHA256 / ..."
+    log.lines()
+        .find_map(|line| line.split("SSL connection using ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or("")
+        .to_string()
+}
+
 /// TCP connections to or from `upstream` that entered TIME-WAIT in the last
 /// `within` (Linux holds TIME-WAIT for 60 s and `ss -o` shows what is left),
 /// in namespace `ns`: (closed first by the proxy, closed first by the

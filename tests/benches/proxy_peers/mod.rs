@@ -160,7 +160,7 @@ fn nginx_conf(files: &Files<'_>, upstream: Upstream) -> String {
          client_body_temp_path {d}/nb; proxy_temp_path {d}/np; fastcgi_temp_path {d}/nf; uwsgi_temp_path {d}/nu; scgi_temp_path {d}/ns;\n\
          keepalive_timeout 120s; keepalive_requests 1000000;\n\
          upstream be {{ server {backend}; keepalive 64; }}\n  server {{\n    listen {LISTEN} ssl http2;\n\
-         ssl_certificate {crt}; ssl_certificate_key {key};\n    location / {{\n      proxy_pass http://be;\n\
+         ssl_certificate {crt}; ssl_certificate_key {key};\n    ssl_protocols TLSv1.2 TLSv1.3;\n    location / {{\n      proxy_pass http://be;\n\
          proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_set_header Host $host;\n\
          proxy_set_header X-Forwarded-For $remote_addr;\n      proxy_set_header X-Real-IP $remote_addr;\n\
          proxy_set_header X-Forwarded-Proto https;\n      proxy_set_header X-Forwarded-Host $host;\n\
