@@ -2,7 +2,8 @@
 //! Caddy (Debian's), Envoy and Traefik (PyPI's, in the venv `cargo xtask
 //! setup` makes), each doing the same job in the server namespace (see
 //! `proxy_peers`): TLS on 192.0.2.1:443 with the same ECDSA P-256
-//! certificate, one upstream over keep-alive, the same forwarded headers, no
+//! certificate (every peer must negotiate TLS 1.3: the probe checks),
+//! one upstream over keep-alive, the same forwarded headers, no
 //! access log, one worker. Every proxy runs against each upstream in turn:
 //! the lab's echo server and an nginx answering a fixed body. Load comes
 //! from the client namespace over the veth (see `proxy_load`): `wrk`
