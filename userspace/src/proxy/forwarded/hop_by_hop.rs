@@ -37,7 +37,7 @@ pub fn strip_response(headers: &mut HeaderMap, switching: bool) {
 }
 
 pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+    let mut doomed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -47,12 +47,24 @@ pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap) {
         // idea of which site was asked for.
         .filter(|name| name != header::HOST)
         .collect();
-    for name in named {
+    doomed.extend(named_in(headers, &HOP_BY_HOP));
+    for name in doomed {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
+}
+
+/// The names in `headers` that are among `names`. One pass over the names
+/// the request has (a handful) instead of a hash lookup for each of
+/// `names`: this runs on every request and every response. Names in a
+/// `HeaderMap` are lowercase however they were spelled on the wire.
+pub(super) fn named_in<'h>(
+    headers: &'h HeaderMap,
+    names: &'h [&str],
+) -> impl Iterator<Item = HeaderName> + 'h {
+    headers
+        .keys()
+        .filter(|name| names.contains(&name.as_str()))
+        .cloned()
 }
 
 pub(super) fn set_upgrade(headers: &mut HeaderMap, upgrade: HeaderValue) {

@@ -9,7 +9,10 @@
 //! `trusted`, which headers belong to one hop only is `hop_by_hop`.
 use std::net::{IpAddr, SocketAddr};
 
-use hyper::http::{header, HeaderMap, HeaderValue};
+use hyper::http::{
+    header::{self, HeaderName},
+    HeaderMap, HeaderValue,
+};
 
 mod hop_by_hop;
 #[cfg(test)]
@@ -17,7 +20,7 @@ mod tests;
 mod trusted;
 
 pub use hop_by_hop::strip_response;
-use hop_by_hop::{has_token, remove_hop_by_hop, set_upgrade};
+use hop_by_hop::{has_token, named_in, remove_hop_by_hop, set_upgrade};
 pub use trusted::TrustedPeers;
 
 /// What the proxy knows about the connection a request came on.
@@ -32,24 +35,24 @@ pub struct Forwarding {
     pub port: u16,
 }
 
-const X_FORWARDED_FOR: &str = "x-forwarded-for";
-const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
-const X_FORWARDED_HOST: &str = "x-forwarded-host";
-const X_FORWARDED_PORT: &str = "x-forwarded-port";
-const X_REAL_IP: &str = "x-real-ip";
-const CF_CONNECTING_IP: &str = "cf-connecting-ip";
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const CF_CONNECTING_IP: HeaderName = HeaderName::from_static("cf-connecting-ip");
 
 /// Claims about the client or the original request that only a trusted peer
 /// may make. Beyond the ones this proxy sets, this covers what Traefik (which
 /// this proxy replaces) strips, and Cloudflare's other client-address
 /// headers, since upstream applications may believe any of them.
 const CLIENT_CLAIMS: [&str; 16] = [
-    X_FORWARDED_FOR,
-    X_FORWARDED_PROTO,
-    X_FORWARDED_HOST,
-    X_FORWARDED_PORT,
-    X_REAL_IP,
-    CF_CONNECTING_IP,
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+    "cf-connecting-ip",
     "forwarded",
     "cf-connecting-ipv6",
     "true-client-ip",
@@ -126,7 +129,8 @@ pub fn prepare_request(
         // dropped: applications written for Cloudflare read it, and must
         // read the truth.
         let claimed_cf = headers.contains_key(CF_CONNECTING_IP);
-        for name in CLIENT_CLAIMS {
+        let claims: Vec<HeaderName> = named_in(headers, &CLIENT_CLAIMS).collect();
+        for name in claims {
             headers.remove(name);
         }
         if claimed_cf {
@@ -151,21 +155,21 @@ pub fn prepare_request(
 /// here, an upstream may read the last). `X-Forwarded-For` and `Forwarded`
 /// are lists and may repeat.
 const SINGLE_CLAIMS: [&str; 7] = [
-    CF_CONNECTING_IP,
+    "cf-connecting-ip",
     "cf-connecting-ipv6",
-    X_REAL_IP,
+    "x-real-ip",
     "true-client-ip",
-    X_FORWARDED_PROTO,
-    X_FORWARDED_HOST,
-    X_FORWARDED_PORT,
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
 ];
 
 /// The first single-valued client claim that a trusted peer's request
 /// carries more than once (the request is refused), if any.
 pub fn repeated_claim(headers: &HeaderMap) -> Option<&'static str> {
-    SINGLE_CLAIMS
-        .into_iter()
-        .find(|name| headers.get_all(*name).iter().nth(1).is_some())
+    let repeated = named_in(headers, &SINGLE_CLAIMS)
+        .find(|name| headers.get_all(name).iter().nth(1).is_some())?;
+    SINGLE_CLAIMS.into_iter().find(|n| *n == repeated.as_str())
 }
 
 fn cf_connecting_ip(headers: &HeaderMap) -> Option<IpAddr> {
@@ -236,14 +240,14 @@ fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
     }
 }
 
-fn set_if_absent(headers: &mut HeaderMap, name: &'static str, value: Option<HeaderValue>) {
-    let present = headers.get(name).is_some_and(|v| !v.is_empty());
+fn set_if_absent(headers: &mut HeaderMap, name: HeaderName, value: Option<HeaderValue>) {
+    let present = headers.get(&name).is_some_and(|v| !v.is_empty());
     if let (false, Some(value)) = (present, value) {
         headers.insert(name, value);
     }
 }
 
-fn insert_ip(headers: &mut HeaderMap, name: &'static str, ip: IpAddr) {
+fn insert_ip(headers: &mut HeaderMap, name: HeaderName, ip: IpAddr) {
     if let Ok(value) = HeaderValue::from_str(&ip.to_string()) {
         headers.insert(name, value);
     }

@@ -342,3 +342,68 @@ fn switching_protocols_response_keeps_upgrade() {
         ["s3pPLMBiTxaQ9kYGzzhZRbK+xOo="]
     );
 }
+
+/// Every claim in the list, each sent twice and in upper case, from an
+/// untrusted peer: none of the client's values reaches the upstream, and
+/// the claims this proxy sets carry only what it saw.
+#[test]
+fn every_client_claim_from_an_untrusted_peer_is_replaced_or_removed() {
+    let trusted = cloudflare();
+    let spoofed: Vec<(String, &str)> = CLIENT_CLAIMS
+        .iter()
+        .flat_map(|name| {
+            [
+                (name.to_uppercase(), "6.6.6.6"),
+                (name.to_string(), "7.7.7.7"),
+            ]
+        })
+        .collect();
+    let pairs: Vec<(&str, &str)> = spoofed.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+    let mut map = headers(&pairs);
+    let fwd = forwarding("198.51.100.7:50000", &trusted);
+    prepare_request(&mut map, Some("api.example.com"), None, &fwd, &trusted);
+    for (name, value) in map.iter() {
+        let value = value.to_str().expect("ascii");
+        assert!(
+            !value.contains("6.6.6.6") && !value.contains("7.7.7.7"),
+            "{name}: {value} reached the upstream"
+        );
+    }
+    // The names the proxy writes are claims it strips first.
+    for set in [
+        X_FORWARDED_FOR,
+        X_FORWARDED_PROTO,
+        X_FORWARDED_HOST,
+        X_FORWARDED_PORT,
+        X_REAL_IP,
+        CF_CONNECTING_IP,
+    ] {
+        assert!(CLIENT_CLAIMS.contains(&set.as_str()), "{set} not stripped");
+        assert_eq!(map.get_all(&set).iter().count(), 1, "{set}");
+    }
+}
+
+/// A trusted peer's request that carries a single-valued claim twice is
+/// named, whichever claim it is and however it was spelled.
+#[test]
+fn a_repeated_single_claim_is_named() {
+    for name in SINGLE_CLAIMS {
+        let map = headers(&[
+            ("accept", "*/*"),
+            (&name.to_uppercase(), "1.1.1.1"),
+            (name, "2.2.2.2"),
+        ]);
+        assert_eq!(repeated_claim(&map), Some(name));
+        let once = headers(&[(name, "1.1.1.1"), ("x-forwarded-for", "1.1.1.1")]);
+        let twice_list = headers(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+        ]);
+        assert_eq!(repeated_claim(&once), None, "{name} once");
+        assert_eq!(
+            repeated_claim(&twice_list),
+            None,
+            "X-Forwarded-For is a list"
+        );
+    }
+}

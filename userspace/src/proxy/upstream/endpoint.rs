@@ -214,15 +214,17 @@ impl Endpoint {
         &self,
         config: &ServiceConfig,
         sent: F,
-        progress: watch::Receiver<BodyProgress>,
+        progress: Option<watch::Receiver<BodyProgress>>,
     ) -> Result<Response<Incoming>, Exchange>
     where
         F: Future<Output = Result<Response<Incoming>, TrySendError<Request<WatchedBody>>>>,
     {
-        let mut written = progress.clone();
+        let written = progress.clone();
         let header_deadline = async move {
-            // An error means the body was dropped: written or abandoned.
-            let _ = written.wait_for(|p| *p != BodyProgress::Sending).await;
+            if let Some(mut written) = written {
+                // An error means the body was dropped: written or abandoned.
+                let _ = written.wait_for(|p| *p != BodyProgress::Sending).await;
+            }
             tokio::time::sleep(config.response_header_timeout).await;
         };
         let outcome = tokio::select! {
@@ -245,7 +247,7 @@ impl Endpoint {
             return Err(Exchange::Unsent(request, failed.into_error()));
         }
         let source = failed.into_error();
-        let body_failed = *progress.borrow() == BodyProgress::Failed;
+        let body_failed = progress.is_some_and(|p| *p.borrow() == BodyProgress::Failed);
         Err(Exchange::Failed(if body_failed || source.is_user() {
             UpstreamError::Request {
                 service: config.name.clone(),
@@ -477,16 +479,24 @@ struct WatchedBody {
 }
 
 impl WatchedBody {
-    fn wrap(request: Request<ProxyBody>) -> (Request<WatchedBody>, watch::Receiver<BodyProgress>) {
-        let (sender, receiver) = watch::channel(BodyProgress::Sending);
+    /// The request with its body watched, and the watch; none for a request
+    /// without a body (most), which is sent in full with its head.
+    fn wrap(
+        request: Request<ProxyBody>,
+    ) -> (Request<WatchedBody>, Option<watch::Receiver<BodyProgress>>) {
         if request.body().is_end_stream() {
-            sender.send_replace(BodyProgress::Done);
+            let request = request.map(|inner| WatchedBody {
+                inner,
+                progress: None,
+            });
+            return (request, None);
         }
+        let (sender, receiver) = watch::channel(BodyProgress::Sending);
         let request = request.map(|inner| WatchedBody {
             inner,
             progress: Some(sender),
         });
-        (request, receiver)
+        (request, Some(receiver))
     }
 
     fn into_inner(self) -> ProxyBody {
