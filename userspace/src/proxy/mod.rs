@@ -14,6 +14,7 @@ pub mod request;
 mod route_actions;
 pub mod route_rules;
 pub mod routing;
+mod serve;
 pub mod server;
 pub mod sticky;
 pub mod tls;

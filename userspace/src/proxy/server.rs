@@ -1,7 +1,6 @@
-//! The entrypoints: listeners, TLS handshakes, HTTP/1.1 and HTTP/2 serving
-//! with per-entrypoint limits (connection slots, idle connections, head
-//! timeouts), and the proxy's run-time state. Each request is handed to
-//! the request path in `request`.
+//! The entrypoints: listeners and their accept loops, connection slots,
+//! draining, and the proxy's run-time state. Each accepted connection is
+//! `serve`'s, from its TLS handshake to its end.
 //!
 //! What is configurable at run time lives in one [`ProxyState`] behind an
 //! `ArcSwap`: a request or a new connection takes the state that is current
@@ -9,7 +8,6 @@
 //! flight and never closes a connection. Listeners are bound once, at start.
 use std::{
     collections::{BTreeMap, HashMap},
-    convert::Infallible,
     net::SocketAddr,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -20,29 +18,17 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use arc_swap::ArcSwap;
-use hyper::service::service_fn;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
-};
-use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    net::{TcpListener, TcpStream},
-    sync::watch,
-};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::{net::TcpListener, sync::watch};
 
 use super::{
     access_log::AccessLog,
     balance::Balancers,
-    connections::{Activity, Slots, EVICTABLE_AFTER},
+    connections::Slots,
     forwarded::TrustedPeers,
-    metrics::{ConnectionLabels, EntrypointOnly, ProxyMetrics},
+    metrics::ProxyMetrics,
     middleware::{BuildContext, Middlewares, RouteService, Sets},
-    request::{
-        forward::UpstreamCall,
-        framing::{FramingState, FramingWatch},
-        ConnInfo,
-    },
+    request::forward::UpstreamCall,
     routing::{Route, RouteTable},
     tls::{self, TlsEntrypoint},
     upstream::Upstreams,
@@ -67,7 +53,7 @@ pub struct ProxyState {
 
 pub(super) struct EntrypointState {
     pub(super) config: EntrypointConfig,
-    tls: Option<Arc<TlsEntrypoint>>,
+    pub(super) tls: Option<Arc<TlsEntrypoint>>,
 }
 
 impl ProxyState {
@@ -171,7 +157,7 @@ pub(super) struct Shared {
     draining: AtomicBool,
     /// Taken out when draining starts; connections accepted before then
     /// are watched by it.
-    graceful: std::sync::Mutex<Option<GracefulShutdown>>,
+    pub(super) graceful: std::sync::Mutex<Option<GracefulShutdown>>,
     pub(super) in_flight: AtomicU64,
 }
 
@@ -425,165 +411,8 @@ async fn accept_loop(
         let shared = shared.clone();
         let entrypoint = entrypoint.clone();
         let slots = slots.clone();
-        tokio::spawn(async move {
-            serve_connection(shared, entrypoint, stream, peer, &slots).await;
-            drop(permit);
-        });
-    }
-}
-
-async fn serve_connection(
-    shared: Arc<Shared>,
-    entrypoint: String,
-    stream: TcpStream,
-    peer: SocketAddr,
-    slots: &Slots,
-) {
-    let state = shared.state.load_full();
-    let Some(ep) = state.entrypoints.get(&entrypoint) else {
-        return;
-    };
-    let limits = ep.config.limits.clone();
-    let protocol = if ep.tls.is_some() { "https" } else { "http" };
-    let gauge = shared
-        .metrics
-        .open_connections
-        .get_or_create(&ConnectionLabels {
-            entrypoint: entrypoint.clone(),
-            protocol: protocol.to_string(),
-        })
-        .clone();
-    gauge.inc();
-    struct Dec(prometheus_client::metrics::gauge::Gauge);
-    impl Drop for Dec {
-        fn drop(&mut self) {
-            self.0.dec();
-        }
-    }
-    let _open = Dec(gauge);
-    let info = ConnInfo {
-        entrypoint: entrypoint.as_str().into(),
-        peer,
-        local: stream.local_addr().unwrap_or(peer),
-        tls_version: None,
-        activity: Arc::new(Activity::new()),
-        framing: Arc::new(FramingState::default()),
-    };
-    let builder = http_builder(&limits);
-    // As large as any head hyper accepts, so none can blind the watch.
-    let head_limit = limits.max_header_bytes.max(8192);
-    let Some(tls) = &ep.tls else {
-        let io = FramingWatch::new(stream, info.framing.clone()).head_limit(head_limit);
-        return run_connection(shared, builder, io, info, &limits, slots).await;
-    };
-    let handshake = tokio::time::timeout(limits.handshake_timeout, tls.acceptor().accept(stream));
-    let failure = match handshake.await {
-        Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
-        Err(_) => Err("TLS handshake timed out".to_string()),
-    };
-    match failure {
-        Ok(stream) => {
-            let info = ConnInfo {
-                tls_version: Some(tls::version_label(stream.get_ref().1)),
-                ..info
-            };
-            let io = FramingWatch::new(stream, info.framing.clone()).head_limit(head_limit);
-            run_connection(shared, builder, io, info, &limits, slots).await;
-        }
-        Err(why) => {
-            shared
-                .metrics
-                .tls_handshake_errors
-                .get_or_create(&EntrypointOnly {
-                    entrypoint: info.entrypoint.clone(),
-                })
-                .inc();
-            tracing::debug!(entrypoint = %info.entrypoint, %peer, "{why}");
-        }
-    }
-}
-
-/// hyper's HTTP/1.1 and HTTP/2 settings for an entrypoint's limits.
-fn http_builder(limits: &super::Limits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // From the head's first byte to its end, however it trickles in.
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .keep_alive(true)
-        .half_close(false);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.h2_max_concurrent_streams)
-        .max_header_list_size(limits.max_header_bytes as u32)
-        // HTTP/2 rapid reset (CVE-2023-44487): a client that opens and
-        // cancels streams faster than they are served gets GOAWAY.
-        .max_pending_accept_reset_streams(Some(20))
-        .max_local_error_reset_streams(Some(256))
-        // PINGs find dead peers; they do not count as activity for the
-        // idle timeout, which is measured on requests.
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(20));
-    builder
-}
-
-async fn run_connection<I>(
-    shared: Arc<Shared>,
-    builder: auto::Builder<TokioExecutor>,
-    io: I,
-    info: ConnInfo,
-    limits: &super::Limits,
-    slots: &Slots,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let activity = info.activity.clone();
-    let handler_shared = shared.clone();
-    let service = service_fn(move |request| {
-        let shared = handler_shared.clone();
-        let info = info.clone();
-        async move { Ok::<_, Infallible>(super::request::handle(shared, info, request).await) }
-    });
-    let watcher = shared
-        .graceful
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-        .map(GracefulShutdown::watcher);
-    let Some(watcher) = watcher else {
-        return; // draining has finished
-    };
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    let connection = watcher.watch(connection.into_owned());
-    tokio::pin!(connection);
-    let idle_timeout = limits.idle_timeout;
-    // Idle means no request open, on HTTP/1.1 and HTTP/2 alike: bytes
-    // moving (PINGs, a trickled head) do not keep a connection alive.
-    loop {
-        let pressure = slots.pressure.notified();
-        tokio::select! {
-            result = &mut connection => {
-                if let Err(e) = result {
-                    tracing::debug!("connection ended: {e}");
-                }
-                return;
-            }
-            _ = tokio::time::sleep(activity.idle_left(idle_timeout)) => {
-                if activity.idle_for().is_some_and(|idle| idle >= idle_timeout) {
-                    // Dropping the connection closes it; nothing is in flight.
-                    return;
-                }
-            }
-            _ = pressure => {
-                if activity.idle_for().is_some_and(|idle| idle >= EVICTABLE_AFTER) {
-                    tracing::debug!("all slots taken: closing an idle connection");
-                    return;
-                }
-            }
-        }
+        tokio::spawn(super::serve::serve_connection(
+            shared, entrypoint, stream, peer, slots, permit,
+        ));
     }
 }
