@@ -27,8 +27,8 @@ use std::{
 
 use common::{tree_cpu_jiffies, tree_rss_kib};
 use proxy_load::{
-    client, h2load_non_2xx, idle_connections, parse_h2load, parse_wrk, probe, tls_version,
-    upstream_closes, WRK_LUA,
+    client, h2load_non_2xx, idle_connections, parse_h2load, parse_wrk, probe, upstream_closes,
+    WRK_LUA,
 };
 use proxy_peers::{
     proxy, upstream_nginx_conf, venv_bin, Files, Launch, Upstream, ECHO, LISTEN, NGINX_UPSTREAM,
@@ -292,13 +292,14 @@ fn probe_proxy(lab: &Lab, upstream: Upstream, what: &str) {
         // Listening is not serving: Traefik binds before its routes are
         // loaded. Give each proxy a few seconds to answer at all.
         let deadline = Instant::now() + Duration::from_secs(10);
-        let (status, body) = loop {
-            let (status, body) = probe(&lab.client_ns, URL, http2);
-            if status != 0 || Instant::now() > deadline {
-                break (status, body);
+        let probe = loop {
+            let probe = probe(&lab.client_ns, URL, http2);
+            if probe.status != 0 || Instant::now() > deadline {
+                break probe;
             }
             std::thread::sleep(Duration::from_millis(200));
         };
+        let (status, body) = (probe.status, &probe.body);
         assert!(
             status == 200 && body.contains(&format!("\"backend\":\"{}\"", upstream.name)),
             "bench proxy: {what} (HTTP/2 {http2}): answered {status} {body:?}, not the upstream's 200"
@@ -306,7 +307,7 @@ fn probe_proxy(lab: &Lab, upstream: Upstream, what: &str) {
         // Like for like: a TLS 1.2 resumption has no key exchange, a TLS 1.3
         // one has X25519, so a peer left on TLS 1.2 (nginx 1.22's default
         // `ssl_protocols`) makes new connections cheaper for itself and wrk.
-        let version = tls_version(&lab.client_ns, URL, http2);
+        let version = &probe.tls_version;
         assert_eq!(
             version, "TLSv1.3",
             "bench proxy: {what} (HTTP/2 {http2}) negotiated {version}, not TLS 1.3 as every peer must"

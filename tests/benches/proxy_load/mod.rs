@@ -191,49 +191,44 @@ pub fn h2load_non_2xx(out: &str) -> f64 {
         .sum()
 }
 
-/// One request to `url` with curl from the client namespace, as the load
-/// tools send it (same URL, so the same Host and SNI): the status and body.
-pub fn probe(ns: &str, url: &str, http2: bool) -> (u16, String) {
-    let version = if http2 { "--http2" } else { "--http1.1" };
-    let out = Command::new("nsenter")
-        .arg(format!("--net=/var/run/netns/{ns}"))
-        .args(["--", "curl", "-sk", "--max-time", "10", version])
-        .args(["-w", "\\n%{http_code}", url])
-        .output();
-    let text = out
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (status.trim().parse().unwrap_or(0), body.to_string())
+/// What one request through a proxy got back.
+pub struct Probe {
+    pub status: u16,
+    pub body: String,
+    /// The TLS version curl negotiated ("TLSv1.3"); empty if it made no
+    /// TLS connection.
+    pub tls_version: String,
 }
 
-/// The TLS version curl negotiates with `url` from namespace `ns` ("TLSv1.3"),
-/// from its verbose log; empty if it made no TLS connection.
-pub fn tls_version(ns: &str, url: &str, http2: bool) -> String {
+/// One request to `url` with curl from the client namespace, as the load
+/// tools send it (same URL, so the same Host and SNI): the status, the body
+/// and, from curl's verbose log, the TLS version.
+pub fn probe(ns: &str, url: &str, http2: bool) -> Probe {
     let version = if http2 { "--http2" } else { "--http1.1" };
     let out = Command::new("nsenter")
         .arg(format!("--net=/var/run/netns/{ns}"))
-        .args([
-            "--",
-            "curl",
-            "-skv",
-            "--max-time",
-            "10",
-            "-o",
-            "/dev/null",
-            version,
-            url,
-        ])
+        .args(["--", "curl", "-skv", "--max-time", "10", version])
+        .args(["-w", "\\n%{http_code}", url])
         .output();
-    let log = out
-        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+    let (text, log) = out
+        .map(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            (text, String::from_utf8_lossy(&o.stderr).into_owned())
+        })
         .unwrap_or_default();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
     // "* SSL connection using TLSv1.3 / TLS_AES_128_GCM_SHA256 / ..."
-    log.lines()
+    let tls_version = log
+        .lines()
         .find_map(|line| line.split("SSL connection using ").nth(1))
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or("")
-        .to_string()
+        .to_string();
+    Probe {
+        status: status.trim().parse().unwrap_or(0),
+        body: body.to_string(),
+        tls_version,
+    }
 }
 
 /// TCP connections to or from `upstream` that entered TIME-WAIT in the last
