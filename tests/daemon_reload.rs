@@ -119,3 +119,42 @@ fn config_edits_reload_bad_ones_are_refused_and_sighup_reloads() {
         "healthy again once a good config is in force"
     );
 }
+
+/// An edit that lands while the daemon starts (after it read the config,
+/// before it is ready) is in force once it is ready: the file is stamped
+/// before it is read, so the edit counts as a change.
+#[test]
+fn an_edit_made_while_the_daemon_starts_is_not_lost() {
+    let test = "an_edit_made_while_the_daemon_starts_is_not_lost";
+    if !lab_ready(test, &[]) {
+        return;
+    }
+    let lab = Lab::new("rs");
+    let work = Workdir::new("reload-start", env!("CARGO_BIN_EXE_xdpgate-under-test"));
+    let path = work.write(
+        "config.yaml",
+        &config(&lab, &TCP_PORT.to_string(), "members"),
+    );
+    let mut daemon = Daemon::start(&lab, &work, &path, "daemon");
+    // The first policy is applied from the config as first read; the edit
+    // goes in right then, while the filter is attached and the rest starts.
+    // Watched closely: the window before the daemon is ready is short.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !daemon.log().contains("policy applied") {
+        assert!(std::time::Instant::now() < deadline, "no policy applied");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::fs::write(
+        &path,
+        config(&lab, &format!("{TCP_PORT}, {SECOND_PORT}"), "members"),
+    )
+    .unwrap();
+    daemon.wait_ready(Duration::from_secs(10));
+    wait_for(
+        "the edit made during start-up to protect 8444",
+        Duration::from_secs(3),
+        || work.check("203.0.113.1", "tcp", SECOND_PORT).1,
+        |action| action == "drop",
+    );
+    assert_eq!(work.check("198.51.100.2", "tcp", SECOND_PORT).1, "pass");
+}

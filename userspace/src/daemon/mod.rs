@@ -121,6 +121,9 @@ impl Fixed {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(options: RunOptions) -> Result<()> {
+    // Stamped before it is read: an edit that lands while the daemon starts
+    // is seen as a change and re-read, never taken for the config in force.
+    let config_stamp = options.config.as_deref().and_then(file_stamp);
     let config = load_config(&options)?;
     crate::logging::init(&config.log.level, config.log.format);
     match &options.config {
@@ -165,7 +168,7 @@ pub async fn run(options: RunOptions) -> Result<()> {
         },
     ));
 
-    let mut daemon = Daemon::start(options, config, fixed, shared).await?;
+    let mut daemon = Daemon::start(options, config, config_stamp, fixed, shared).await?;
     let served = daemon.serve().await;
     daemon.stop().await;
     let _ = admin_stop.send(());
@@ -199,6 +202,7 @@ impl Daemon {
     async fn start(
         options: RunOptions,
         config: Config,
+        config_stamp: Option<FileStamp>,
         fixed: Fixed,
         shared: Arc<Shared>,
     ) -> Result<Daemon> {
@@ -242,7 +246,7 @@ impl Daemon {
         }
         shared.update(|s| s.readiness.entrypoints_bound = true);
         let mut daemon = Daemon {
-            config_stamp: options.config.as_deref().and_then(file_stamp),
+            config_stamp,
             options,
             fixed,
             shared,
