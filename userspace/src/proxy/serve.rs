@@ -27,7 +27,7 @@ use super::{
         ConnInfo,
     },
     server::Shared,
-    tls,
+    tls, Limits,
 };
 
 /// A connection's start: its slot, its gauge, its TLS handshake. Serving
@@ -70,15 +70,11 @@ pub(super) async fn serve_connection(
         activity: Arc::new(Activity::new()),
         framing: Arc::new(FramingState::default()),
     };
-    // As large as any head hyper accepts, so none can blind the watch.
-    let head_limit = limits.max_header_bytes.max(8192);
-    let Some(tls) = ep.tls.clone() else {
-        drop(state);
-        let io = FramingWatch::new(stream, info.framing.clone()).head_limit(head_limit);
-        tokio::spawn(run_connection(shared, io, info, limits, held));
-        return;
-    };
+    let tls = ep.tls.clone();
     drop(state);
+    let Some(tls) = tls else {
+        return spawn_serving(shared, stream, info, limits, held);
+    };
     let handshake = tokio::time::timeout(limits.handshake_timeout, tls.acceptor().accept(stream));
     match handshake.await {
         Ok(Ok(stream)) => {
@@ -86,12 +82,23 @@ pub(super) async fn serve_connection(
                 tls_version: Some(tls::version_label(stream.get_ref().1)),
                 ..info
             };
-            let io = FramingWatch::new(stream, info.framing.clone()).head_limit(head_limit);
-            tokio::spawn(run_connection(shared, io, info, limits, held));
+            spawn_serving(shared, stream, info, limits, held);
         }
         Ok(Err(e)) => handshake_failed(&shared, &info, format!("TLS handshake failed: {e}")),
         Err(_) => handshake_failed(&shared, &info, "TLS handshake timed out".to_string()),
     }
+}
+
+/// Starts serving `stream` (plain, or TLS after its handshake) in a task of
+/// its own, under the HTTP/1 framing watch.
+fn spawn_serving<S>(shared: Arc<Shared>, stream: S, info: ConnInfo, limits: Limits, held: Held)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // As large as any head hyper accepts, so none can blind the watch.
+    let head_limit = limits.max_header_bytes.max(8192);
+    let io = FramingWatch::new(stream, info.framing.clone()).head_limit(head_limit);
+    tokio::spawn(run_connection(shared, io, info, limits, held));
 }
 
 fn handshake_failed(shared: &Shared, info: &ConnInfo, why: String) {
@@ -122,7 +129,7 @@ impl Drop for OpenGauge {
 }
 
 /// hyper's HTTP/1.1 and HTTP/2 settings for an entrypoint's limits.
-fn http_builder(limits: &super::Limits) -> auto::Builder<TokioExecutor> {
+fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -155,7 +162,7 @@ fn run_connection<I>(
     shared: Arc<Shared>,
     io: I,
     info: ConnInfo,
-    limits: super::Limits,
+    limits: Limits,
     held: Held,
 ) -> impl std::future::Future<Output = ()> + Send
 where

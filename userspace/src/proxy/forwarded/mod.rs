@@ -167,9 +167,10 @@ const SINGLE_CLAIMS: [&str; 7] = [
 /// The first single-valued client claim that a trusted peer's request
 /// carries more than once (the request is refused), if any.
 pub fn repeated_claim(headers: &HeaderMap) -> Option<&'static str> {
-    let repeated = named_in(headers, &SINGLE_CLAIMS)
-        .find(|name| headers.get_all(name).iter().nth(1).is_some())?;
-    SINGLE_CLAIMS.into_iter().find(|n| *n == repeated.as_str())
+    headers
+        .keys()
+        .filter(|name| headers.get_all(*name).iter().nth(1).is_some())
+        .find_map(|name| SINGLE_CLAIMS.into_iter().find(|n| *n == name.as_str()))
 }
 
 fn cf_connecting_ip(headers: &HeaderMap) -> Option<IpAddr> {

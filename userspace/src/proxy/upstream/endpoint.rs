@@ -484,19 +484,17 @@ impl WatchedBody {
     fn wrap(
         request: Request<ProxyBody>,
     ) -> (Request<WatchedBody>, Option<watch::Receiver<BodyProgress>>) {
-        if request.body().is_end_stream() {
-            let request = request.map(|inner| WatchedBody {
-                inner,
-                progress: None,
-            });
-            return (request, None);
-        }
-        let (sender, receiver) = watch::channel(BodyProgress::Sending);
+        let (sender, receiver) = if request.body().is_end_stream() {
+            (None, None)
+        } else {
+            let (sender, receiver) = watch::channel(BodyProgress::Sending);
+            (Some(sender), Some(receiver))
+        };
         let request = request.map(|inner| WatchedBody {
             inner,
-            progress: Some(sender),
+            progress: sender,
         });
-        (request, Some(receiver))
+        (request, receiver)
     }
 
     fn into_inner(self) -> ProxyBody {
